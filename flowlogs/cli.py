@@ -1,0 +1,217 @@
+"""The `flowlogs` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from flowlogs.errors import FlowLogsError
+from flowlogs.settings import Settings, load_settings
+
+console = Console(stderr=True)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings()
+    if getattr(args, "bootstrap", None):
+        settings = settings.with_section("kafka", bootstrap_servers=args.bootstrap)
+    return settings
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from deploy.broker import LocalBroker, running_bootstrap
+
+    settings = _settings(args)
+    if running_bootstrap(settings.home):
+        raise FlowLogsError(f"a broker is already running at {running_bootstrap(settings.home)} (see {settings.home}/broker.json)")
+    b = settings.broker
+    broker = LocalBroker(
+        settings.home / "broker", kind=args.kind or b.kind, host=b.host, port=b.port if args.port is None else args.port, heap=b.heap
+    )
+    bootstrap = broker.start()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    broker.write_runfile(settings.home)
+    print(bootstrap, flush=True)
+    console.print(f"[green]{broker.resolved_kind()} broker ready[/] at {bootstrap}; log {broker.log_path}. Ctrl-C stops it.")
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        broker.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+        (settings.home / "broker.json").unlink(missing_ok=True)
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from agents.runner import run_synthetic
+    from agents.synthetic import SyntheticConfig
+
+    if not args.synthetic:
+        raise FlowLogsError("choose a source: --synthetic (pcap, AF_PACKET and mirror sessions come next)")
+    settings = _settings(args)
+    if args.frame_packets:
+        settings = settings.with_section("agent", frame_packets=args.frame_packets)
+    if args.agent_id:
+        settings = settings.with_section("agent", agent_id=args.agent_id)
+    config = SyntheticConfig(
+        enis=args.enis, flows=args.flows, rate=args.rate, duration=args.duration, seed=args.seed, pace=not args.fast
+    )
+    started = time.monotonic()
+    stats = run_synthetic(settings, config)
+    elapsed = time.monotonic() - started
+    summary = {
+        "packets": stats.packets,
+        "bytes": stats.bytes,
+        "frames": stats.frames,
+        "delivered_frames": stats.delivered_frames,
+        "failed_frames": stats.failed_frames,
+        "seconds": round(elapsed, 3),
+    }
+    print(json.dumps(summary), flush=True)
+    return 0 if stats.failed_frames == 0 else 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline.service import run_worker
+
+    settings = _settings(args)
+    changes: dict[str, Any] = {}
+    if args.window is not None:
+        changes["window_seconds"] = args.window
+    if args.api_port is not None:
+        changes["api_port"] = args.api_port
+    if args.inventory is not None:
+        changes["inventory"] = args.inventory
+    if args.idle_close is not None:
+        changes["idle_close_seconds"] = args.idle_close
+    if changes:
+        settings = settings.with_section("worker", **changes)
+    run_worker(settings, loglevel=args.loglevel)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from flowlogs.up import run_up
+
+    return run_up(_settings(args), args)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from pipeline.query import run_sql
+
+    columns, rows = run_sql(_settings(args), args.sql)
+    if args.format == "json":
+        for row in rows:
+            print(json.dumps(dict(zip(columns, row)), default=str))
+    else:
+        print_table(columns, rows)
+    return 0
+
+
+def print_table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, justify="right" if rows and isinstance(rows[0][columns.index(c)], (int, float)) else "left")
+    for row in rows:
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row))
+    Console().print(table)
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from schemas import generate
+
+    if args.write:
+        for path in generate.write():
+            console.print(f"wrote {path}")
+        return 0
+    drift = generate.drifted()
+    if drift:
+        console.print(f"[red]generated files drifted from schemas/:[/] {', '.join(drift)}; run `flowlogs schemas --write`")
+        return 1
+    console.print("schemas/generated is up to date")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowlogs", description="Full-flow network flow logs: agents → Kafka → Faust → ClickHouse.")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides settings; default: the local broker)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("broker", help="start a local Kafka broker and print its bootstrap address")
+    b.add_argument("--port", type=int, help="listen port (0 = a free one; default from settings: 9092)")
+    b.add_argument("--kind", choices=["auto", "kafka", "tansu"])
+    b.set_defaults(func=cmd_broker)
+
+    a = sub.add_parser("agent", help="capture packets and publish packet-metadata frames")
+    a.add_argument("--synthetic", action="store_true", help="generate traffic instead of capturing")
+    a.add_argument("--enis", type=int, default=4)
+    a.add_argument("--flows", type=int, default=1000, help="distinct flows")
+    a.add_argument("--rate", type=float, default=20_000, help="packets per second")
+    a.add_argument("--duration", type=float, default=10.0, help="seconds of traffic")
+    a.add_argument("--seed", type=int, default=1)
+    a.add_argument("--fast", action="store_true", help="don't pace: capture times advance at --rate, sending as fast as possible")
+    a.add_argument("--frame-packets", type=int, help="packets per frame")
+    a.add_argument("--agent-id")
+    a.set_defaults(func=cmd_agent)
+
+    w = sub.add_parser("worker", help="run the stream worker (Faust): frames → flow records → store and topic")
+    w.add_argument("--window", type=int, help="window length, seconds (default 60)")
+    w.add_argument("--api-port", type=int, help="HTTP API port (default 6066)")
+    w.add_argument("--inventory", type=Path, help="inventory YAML/JSON for vpc-id/subnet-id")
+    w.add_argument("--idle-close", type=float, help="close windows after this many idle seconds")
+    w.add_argument("--loglevel", default="info")
+    w.set_defaults(func=cmd_worker)
+
+    u = sub.add_parser("up", help="broker + worker + synthetic agent, live progress, then top talkers")
+    u.add_argument("--duration", type=float, default=30.0, help="seconds of traffic (Ctrl-C stops earlier)")
+    u.add_argument("--rate", type=float, default=50_000)
+    u.add_argument("--enis", type=int, default=8)
+    u.add_argument("--flows", type=int, default=5000)
+    u.add_argument("--window", type=int, default=10, help="window length for the demo, seconds")
+    u.set_defaults(func=cmd_up)
+
+    q = sub.add_parser("query", help="run SQL against the flow store")
+    q.add_argument("sql")
+    q.add_argument("--format", choices=["table", "json"], default="table")
+    q.set_defaults(func=cmd_query)
+
+    s = sub.add_parser("schemas", help="check or rewrite schemas/generated from the definitions")
+    s.add_argument("--write", action="store_true")
+    s.set_defaults(func=cmd_schemas)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except FlowLogsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The Faust application of `flowlogs worker`: one agent on the frames topic, a timer, an HTTP API.
+
+Faust owns the consumer group, partition assignment and the offset commits of what was
+acknowledged; :class:`FlowWorker` owns the windows and decides when a frame is acknowledged.
+The agent runs with ``noack()``, and ``stream_wait_empty`` is off because frames stay
+unacknowledged, by design, until their window is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from flowlogs.errors import FlowLogsError
+from flowlogs.kafka import bootstrap_servers
+from flowlogs.settings import Settings
+from pipeline.store import Store
+from pipeline.worker import FlowWorker
+from schemas import topics
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.5
+
+
+def _faust_broker(settings: Settings) -> tuple[str, dict[str, Any]]:
+    servers = bootstrap_servers(settings).split(",")
+    url = ";".join(f"kafka://{s.strip()}" for s in servers)
+    extra: dict[str, Any] = {}
+    k = settings.kafka
+    if k.sasl_mechanism:
+        extra["broker_credentials"] = faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password,
+            mechanism=k.sasl_mechanism,
+            ssl_context=None,
+        )
+    return url, extra
+
+
+def create_app(settings: Settings, worker: FlowWorker, store: Store) -> faust.App:
+    cfg = settings.worker
+    url, extra = _faust_broker(settings)
+    # Frames wait unacknowledged for a window plus lateness; don't call that a livelock.
+    quiet_for = cfg.window_seconds + cfg.allowed_lateness_seconds + cfg.idle_close_seconds + 60
+    app = faust.App(
+        cfg.app_id,
+        broker=url,
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        stream_wait_empty=False,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        broker_commit_livelock_soft_timeout=quiet_for,
+        consumer_max_fetch_size=16 * 1024 * 1024,
+        broker_max_poll_records=500,
+        web_host=cfg.api_host,
+        web_port=cfg.api_port,
+        web_in_thread=False,
+        datadir=str(settings.home / "faust"),
+        **extra,
+    )
+    frames = app.topic(settings.topic(topics.FRAMES.suffix), value_serializer="raw", key_serializer="raw")
+    worker.bind_ack(lambda message: message.ack(app.consumer))
+
+    @app.agent(frames, name="flow-windows")
+    async def flow_windows(stream: faust.StreamT) -> None:
+        async for event in stream.noack().events():
+            await worker.on_message(event.message)
+
+    @app.timer(TICK_SECONDS)
+    async def close_due_windows() -> None:
+        await worker.tick()
+
+    @app.on_before_shutdown.connect
+    async def drain_on_shutdown(_app: faust.App, **_kw: Any) -> None:
+        # The consumer is paused but still in the group: write everything, then commit it.
+        await worker.drain()
+        await app.consumer.commit()
+        log.info("drained and committed at shutdown: %s", worker.snapshot())
+
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok", "store": store.describe()})
+
+    @app.page("/stats")
+    class Stats(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(worker.snapshot())
+
+    @app.page("/drain")
+    class Drain(View):
+        async def post(self, request: Request) -> Response:
+            await worker.drain()
+            await app.consumer.commit()
+            return self.json(worker.snapshot())
+
+    @app.page("/query")
+    class Query(View):
+        async def post(self, request: Request) -> Response:
+            body = await request.json()
+            sql = body.get("sql") if isinstance(body, dict) else None
+            if not isinstance(sql, str) or not sql.strip():
+                return self.json({"error": 'POST {"sql": "SELECT ..."}'}, status=400)
+            try:
+                columns, rows = await app.loop.run_in_executor(None, store.query_readonly, sql)
+            except FlowLogsError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            return self.json({"columns": columns, "rows": [[_jsonable(v) for v in r] for r in rows]})
+
+    return app
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (int, float, str)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,180 @@
+"""Flow records: closed-window aggregates → the schemas/ flow record, as Arrow and as JSON.
+
+The Arrow table feeds the ClickHouse sink (one columnar insert); JSON lines feed the flows
+topic. Column types are derived from ``schemas.flow_record.FLOW_FIELDS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from pipeline.aggregate import FlowAggregate, hash_rows
+from schemas import flow_record
+from schemas.flow_record import FLOW_FIELDS, FlowField
+from schemas.frame import is_ipv4_mapped
+
+_NS = np.uint64(1_000_000_000)
+_UNKNOWN = "-"
+
+_INT_TYPES = {
+    "UInt8": pa.uint8(),
+    "UInt16": pa.uint16(),
+    "UInt32": pa.uint32(),
+    "UInt64": pa.uint64(),
+}
+
+
+def arrow_type(f: FlowField) -> pa.DataType:
+    """The Arrow type a ClickHouse column of ``f`` is inserted from."""
+    t = f.clickhouse_type
+    if t in _INT_TYPES:
+        return _INT_TYPES[t]
+    if t.startswith(("Enum8", "LowCardinality(String")):
+        return pa.dictionary(pa.int32(), pa.string())
+    if t == "IPv6":
+        return pa.binary(16)
+    if t.startswith("DateTime"):
+        return pa.uint32()
+    raise TypeError(f"no Arrow mapping for ClickHouse type {t} of field {f.name}")
+
+
+ARROW_SCHEMA = pa.schema([pa.field(f.column, arrow_type(f), nullable=False) for f in FLOW_FIELDS])
+
+
+def _stable_eni_hash(eni_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(eni_id.encode(), digest_size=8).digest(), "little")
+
+
+class FlowRecordBuilder:
+    """Turns :class:`FlowAggregate` rows into flow records for one worker.
+
+    ``placement`` maps ENI id → (vpc-id, subnet-id) from the inventory; ENIs it does not
+    know get ``-`` (AWS's spelling of "not available").
+    """
+
+    def __init__(self, eni_ids: list[str], placement: Mapping[str, tuple[str, str]], window_ns: int) -> None:
+        self._eni_ids = eni_ids  # shared with the EniRegistry: grows as ENIs appear
+        self._placement = placement
+        self._window_ns = np.uint64(window_ns)
+        self._eni_hash: list[int] = []
+
+    def _eni_hashes(self) -> np.ndarray:
+        while len(self._eni_hash) < len(self._eni_ids):
+            self._eni_hash.append(_stable_eni_hash(self._eni_ids[len(self._eni_hash)]))
+        return np.array(self._eni_hash, dtype=np.uint64)
+
+    def columns(self, flows: FlowAggregate, *, action: str = "ACCEPT", log_status: str = "OK") -> dict[str, np.ndarray]:
+        """Record fields as numpy columns (strings as small-int codes plus dictionaries)."""
+        n = len(flows)
+        eni = flows.eni
+        # flow-id must not depend on this process's ENI numbering, so hash the ENI id instead.
+        stable = flows.keys.copy()
+        stable[:, 4] = (stable[:, 4] & np.uint64(0xFFFFFFFF)) ^ self._eni_hashes()[eni]
+        src = flows.address("src")
+        return {
+            "version": np.full(n, flow_record.RECORD_VERSION, np.uint8),
+            "flow_id": hash_rows(stable),
+            "eni": eni,
+            "srcaddr": src,
+            "dstaddr": flows.address("dst"),
+            "srcport": flows.src_port,
+            "dstport": flows.dst_port,
+            "protocol": flows.protocol,
+            "packets": flows.packets,
+            "bytes": flows.bytes,
+            "start": (flows.first_ns // _NS).astype(np.uint32),
+            "end": (flows.last_ns // _NS).astype(np.uint32),
+            "window_start": (flows.window * self._window_ns // _NS).astype(np.uint32),
+            "action": np.full(n, flow_record.ACTIONS.index(action), np.int32),
+            "log_status": np.full(n, flow_record.LOG_STATUSES.index(log_status), np.int32),
+            "tcp_flags": flows.tcp_flags,
+            "flow_direction": flows.direction.astype(np.int32),
+            "type": np.where(is_ipv4_mapped(src), 0, 1).astype(np.int32),
+        }
+
+    def _placement_columns(self, eni: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array]:
+        names = self._eni_ids
+        vpcs = [self._placement.get(e, (_UNKNOWN, _UNKNOWN))[0] for e in names]
+        subnets = [self._placement.get(e, (_UNKNOWN, _UNKNOWN))[1] for e in names]
+        return _dictionary(eni, names), _dictionary(eni, vpcs), _dictionary(eni, subnets)
+
+    def arrow(self, flows: FlowAggregate, **kw: str) -> pa.Table:
+        cols = self.columns(flows, **kw)
+        interface, vpc, subnet = self._placement_columns(cols["eni"])
+        enums = {
+            "action": flow_record.ACTIONS,
+            "log_status": flow_record.LOG_STATUSES,
+            "flow_direction": flow_record.DIRECTIONS,
+            "type": flow_record.TYPES,
+        }
+        arrays: dict[str, pa.Array] = {"interface_id": interface, "vpc_id": vpc, "subnet_id": subnet}
+        for name, values in enums.items():
+            arrays[name] = pa.DictionaryArray.from_arrays(pa.array(cols[name]), pa.array(values, pa.string()))
+        for name in ("srcaddr", "dstaddr"):
+            raw = np.ascontiguousarray(cols[name]).tobytes()
+            arrays[name] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(flows), [None, pa.py_buffer(raw)])
+        for f in FLOW_FIELDS:
+            if f.column not in arrays:
+                arrays[f.column] = pa.array(cols[f.column], type=arrow_type(f))
+        return pa.Table.from_arrays([arrays[f.column] for f in FLOW_FIELDS], schema=ARROW_SCHEMA)
+
+    def json_lines(self, flows: FlowAggregate, **kw: str) -> Iterator[tuple[bytes, bytes]]:
+        """(key, JSON) per record, key = interface-id; field names as in the JSON Schema."""
+        cols = self.columns(flows, **kw)
+        names = self._eni_ids
+        srcs = [_ip_text(a) for a in cols["srcaddr"].tolist()]
+        dsts = [_ip_text(a) for a in cols["dstaddr"].tolist()]
+        rows = zip(
+            cols["flow_id"].tolist(), cols["eni"].tolist(), srcs, dsts,
+            cols["srcport"].tolist(), cols["dstport"].tolist(), cols["protocol"].tolist(),
+            cols["packets"].tolist(), cols["bytes"].tolist(), cols["start"].tolist(), cols["end"].tolist(),
+            cols["window_start"].tolist(), cols["action"].tolist(), cols["log_status"].tolist(),
+            cols["tcp_flags"].tolist(), cols["flow_direction"].tolist(), cols["type"].tolist(),
+        )
+        version = flow_record.RECORD_VERSION
+        for fid, e, src, dst, sp, dp, proto, pk, by, st, en, ws, act, ls, fl, di, ty in rows:
+            eni_id = names[e]
+            vpc, subnet = self._placement.get(eni_id, (_UNKNOWN, _UNKNOWN))
+            record = {
+                "version": version,
+                "flow-id": fid,
+                "interface-id": eni_id,
+                "vpc-id": vpc,
+                "subnet-id": subnet,
+                "srcaddr": src,
+                "dstaddr": dst,
+                "srcport": sp,
+                "dstport": dp,
+                "protocol": proto,
+                "packets": pk,
+                "bytes": by,
+                "start": st,
+                "end": en,
+                "window-start": ws,
+                "action": flow_record.ACTIONS[act],
+                "log-status": flow_record.LOG_STATUSES[ls],
+                "tcp-flags": fl,
+                "flow-direction": flow_record.DIRECTIONS[di],
+                "type": flow_record.TYPES[ty],
+            }
+            yield eni_id.encode(), orjson.dumps(record)
+
+
+def _dictionary(codes: np.ndarray, values: list[str]) -> pa.DictionaryArray:
+    """A dictionary column of ``values[codes]``; Arrow dictionaries must not repeat a value."""
+    unique, inverse = np.unique(np.array(values, dtype=object), return_inverse=True)
+    return pa.DictionaryArray.from_arrays(
+        pa.array(inverse.astype(np.int32)[codes]), pa.array(unique.tolist(), pa.string())
+    )
+
+
+def _ip_text(raw: bytes) -> str:
+    if raw[:12] == b"\x00" * 10 + b"\xff\xff":
+        return socket.inet_ntop(socket.AF_INET, raw[12:])
+    return socket.inet_ntop(socket.AF_INET6, raw)

@@ -1,0 +1,43 @@
+"""`flowlogs worker`: assemble the store, sinks, FlowWorker and Faust app, and run them."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from flowlogs.kafka import ensure_topics
+from flowlogs.settings import Settings
+from pipeline.app import create_app
+from pipeline.sinks.clickhouse import ClickHouseSink
+from pipeline.sinks.topic import DeadLetterSink, FlowTopicSink
+from pipeline.store import Store
+from pipeline.worker import FlowWorker
+from schemas.inventory import load_inventory
+
+log = logging.getLogger(__name__)
+
+
+def api_url(settings: Settings) -> str:
+    return f"http://{settings.worker.api_host}:{settings.worker.api_port}"
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run until SIGINT/SIGTERM; open windows are written and committed before exit."""
+    placement = load_inventory(settings.worker.inventory).placement() if settings.worker.inventory else {}
+    ensure_topics(settings)
+    store = Store(settings, api_url=api_url(settings))
+    store.start()
+    try:
+        worker = FlowWorker(
+            settings,
+            store_sink=ClickHouseSink(store),
+            flows_sink=FlowTopicSink(settings),
+            dead_letter=DeadLetterSink(settings),
+            placement=placement,
+        )
+        app = create_app(settings, worker, store)
+        log.info("worker API on %s, store: %s", api_url(settings), store.describe())
+        faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    finally:
+        store.stop()

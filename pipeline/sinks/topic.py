@@ -1,0 +1,89 @@
+"""Kafka sinks: flow records as JSON on the flows topic; rejected frames on the dead-letter topic."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from flowlogs.errors import FlowLogsError
+from flowlogs.kafka import client_config
+from flowlogs.settings import Settings
+from schemas import topics
+
+log = logging.getLogger(__name__)
+
+
+class SinkError(FlowLogsError):
+    """A sink could not make its records durable; the frames stay unacknowledged."""
+
+
+class _KafkaSink:
+    def __init__(self, settings: Settings, topic: str, client_id: str) -> None:
+        self.topic = topic
+        self._producer = Producer(
+            client_config(
+                settings,
+                **{
+                    "client.id": client_id,
+                    "linger.ms": 20,
+                    "compression.type": "lz4",
+                    "acks": "all",
+                    "enable.idempotence": False,
+                    "message.max.bytes": 8 * 1024 * 1024,
+                    "queue.buffering.max.messages": 2_000_000,
+                    "queue.buffering.max.kbytes": 1024 * 1024,
+                },
+            )
+        )
+        self._failures: list[str] = []
+        self.delivered = 0
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is None:
+            self.delivered += 1
+        else:
+            self._failures.append(str(err))
+
+    def _produce(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
+        while True:
+            try:
+                self._producer.produce(self.topic, value, key, headers=headers, on_delivery=self._on_delivery)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def _flush(self, timeout: float) -> None:
+        remaining = self._producer.flush(timeout)
+        failures, self._failures = self._failures, []
+        if remaining or failures:
+            raise SinkError(
+                f"{remaining} records to {self.topic} still undelivered after {timeout:.0f} s"
+                f" and {len(failures)} failed (first: {failures[:1]})"
+            )
+
+
+class FlowTopicSink(_KafkaSink):
+    """Publishes one JSON record per flow, keyed by interface-id."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, settings.topic(topics.FLOWS.suffix), "flowlogs-worker-flows")
+
+    def write(self, records: Iterable[tuple[bytes, bytes]], timeout: float = 60.0) -> None:
+        for key, value in records:
+            self._produce(key, value)
+        self._flush(timeout)
+
+
+class DeadLetterSink(_KafkaSink):
+    """Puts a rejected message, unchanged, on the dead-letter topic with the reason in headers."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, settings.topic(topics.DEAD_LETTER.suffix), "flowlogs-worker-deadletter")
+
+    def write(self, key: bytes | None, value: bytes, *, reason: str, error: str, source: str, timeout: float = 30.0) -> None:
+        reason_h, error_h, source_h = topics.DEAD_LETTER_HEADERS
+        headers = [(reason_h, reason.encode()), (error_h, error.encode()), (source_h, source.encode())]
+        self._produce(key or b"", value, headers)
+        self._flush(timeout)

@@ -1,0 +1,219 @@
+"""Event-time tumbling windows, owned by the worker (not a Faust windowed table).
+
+Each Kafka partition has its own :class:`PartitionWindows`: packets are staged, aggregated
+in large vectorised batches, and kept as partial aggregates until their window closes.
+A window closes when the partition's watermark (the newest capture time seen) passes the
+window's end plus the allowed lateness, or when the partition has been idle for a while.
+
+A frame's Kafka message is handed back for acknowledgement only once every window it fed
+is closed — so the committed offset never passes the first frame of the oldest open
+window, and a crash replays exactly what was only in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline import aggregate
+from pipeline.aggregate import FlowAggregate
+from schemas.frame import Frame, Packets, concatenate
+
+log = logging.getLogger(__name__)
+
+_COMPACT_MIN_ROWS = 1 << 20
+
+
+@dataclass(slots=True)
+class ClosedWindows:
+    """Flows of the windows a partition just closed, and the messages now safe to ack."""
+
+    partition: int
+    windows: list[int]
+    flows: FlowAggregate
+    messages: list[Any]
+
+
+@dataclass(slots=True)
+class WindowStats:
+    packets_in: int = 0
+    frames_in: int = 0
+    late_packets: int = 0
+    windows_closed: int = 0
+    flows_out: int = 0
+
+
+class PartitionWindows:
+    """Open windows of one partition."""
+
+    def __init__(self, partition: int, window_ns: int, lateness_ns: int, batch_packets: int) -> None:
+        self.partition = partition
+        self.window_ns = window_ns
+        self.lateness_ns = lateness_ns
+        self.batch_packets = batch_packets
+        self.watermark_ns = 0
+        self.closed_through = -1  # highest window index already closed
+        self.open_windows: set[int] = set()
+        self.last_arrival = time.monotonic()
+        self._staged: list[tuple[Packets, np.ndarray]] = []
+        self._staged_messages: list[Any] = []
+        self._staged_packets = 0
+        self._parts: list[FlowAggregate] = []
+        self._part_rows = 0
+        self._compacted = aggregate.empty()
+        # (message, newest window it fed), oldest first
+        self._messages: deque[tuple[Any, int]] = deque()
+
+    def add(self, decoded: Frame, eni_index: np.ndarray, message: Any, stats: WindowStats) -> None:
+        first_w = decoded.first_time_ns // self.window_ns
+        last_w = decoded.last_time_ns // self.window_ns
+        if first_w <= self.closed_through:
+            late = int(np.count_nonzero(decoded.packets.capture_time_ns // np.uint64(self.window_ns) <= self.closed_through))
+            stats.late_packets += late
+            log.warning(
+                "partition %d: %d packets of frame %s#%d arrived after their window closed;"
+                " they are emitted as separate records with the next close",
+                self.partition, late, decoded.agent_id, decoded.sequence,
+            )
+        self.open_windows.update(range(first_w, last_w + 1))
+        self.watermark_ns = max(self.watermark_ns, decoded.last_time_ns)
+        self.last_arrival = time.monotonic()
+        self._staged.append((decoded.packets, eni_index))
+        self._staged_messages.append(message)
+        self._messages.append((message, last_w))
+        self._staged_packets += decoded.packet_count
+        if self._staged_packets >= self.batch_packets:
+            self.aggregate_staged()
+
+    def aggregate_staged(self) -> None:
+        if not self._staged:
+            return
+        packets = concatenate([p for p, _ in self._staged])
+        eni_index = np.concatenate([e for _, e in self._staged])
+        part = aggregate.aggregate_packets(packets, eni_index, self.window_ns)
+        for message in self._staged_messages:
+            # The columns are aggregated; the frame's bytes are no longer needed, only its offset.
+            message.value = None
+        self._staged.clear()
+        self._staged_messages.clear()
+        self._staged_packets = 0
+        self._parts.append(part)
+        self._part_rows += len(part)
+        if self._part_rows >= max(2 * len(self._compacted), _COMPACT_MIN_ROWS):
+            self._compact()
+
+    def _compact(self) -> None:
+        self._compacted = aggregate.merge([self._compacted, *self._parts])
+        self._parts.clear()
+        self._part_rows = 0
+
+    def close_target(self, idle_seconds: float, now: float) -> int | None:
+        """Highest window index that may close now, or None."""
+        if not self.open_windows:
+            return None
+        if now - self.last_arrival >= idle_seconds:
+            return max(self.open_windows)
+        target = (self.watermark_ns - self.lateness_ns) // self.window_ns - 1
+        return target if target >= min(self.open_windows) else None
+
+    def close(self, target: int) -> ClosedWindows:
+        """Remove and return every flow of windows ≤ target."""
+        self.aggregate_staged()
+        self._compact()
+        merged = self._compacted
+        done = merged.window <= np.uint64(max(target, 0)) if target >= 0 else np.zeros(len(merged), bool)
+        flows = merged.select(done)
+        self._compacted = merged.select(~done)
+        closed = sorted(w for w in self.open_windows if w <= target)
+        self.open_windows.difference_update(closed)
+        self.closed_through = max(self.closed_through, target)
+        ready: list[Any] = []
+        kept: deque[tuple[Any, int]] = deque()
+        for message, newest in self._messages:
+            if newest <= target:
+                ready.append(message)
+            else:
+                kept.append((message, newest))
+        self._messages = kept
+        return ClosedWindows(self.partition, closed, flows, ready)
+
+    def close_all(self) -> ClosedWindows:
+        target = max(self.open_windows) if self.open_windows else self.closed_through
+        return self.close(target)
+
+
+@dataclass(slots=True)
+class EniRegistry:
+    """ENI ids seen by this worker ↔ small integers used inside flow keys."""
+
+    ids: list[str] = field(default_factory=list)
+    _index: dict[str, int] = field(default_factory=dict)
+
+    def indices(self, eni_ids: tuple[str, ...]) -> np.ndarray:
+        out = np.empty(len(eni_ids), dtype=np.uint32)
+        for i, eni in enumerate(eni_ids):
+            idx = self._index.get(eni)
+            if idx is None:
+                idx = self._index[eni] = len(self.ids)
+                self.ids.append(eni)
+            out[i] = idx
+        return out
+
+
+class FlowWindows:
+    """All partitions' windows in one worker, plus the shared ENI registry."""
+
+    def __init__(self, *, window_seconds: int, lateness_seconds: float, idle_seconds: float, batch_packets: int) -> None:
+        self.window_ns = int(window_seconds * 1_000_000_000)
+        self.lateness_ns = int(lateness_seconds * 1_000_000_000)
+        self.idle_seconds = idle_seconds
+        self.batch_packets = batch_packets
+        self.enis = EniRegistry()
+        self.stats = WindowStats()
+        self._partitions: dict[int, PartitionWindows] = {}
+
+    def partition(self, partition: int) -> PartitionWindows:
+        state = self._partitions.get(partition)
+        if state is None:
+            state = self._partitions[partition] = PartitionWindows(
+                partition, self.window_ns, self.lateness_ns, self.batch_packets
+            )
+        return state
+
+    def add(self, partition: int, decoded: Frame, message: Any) -> None:
+        table = self.enis.indices(decoded.eni_ids)
+        eni_index = table[decoded.packets.eni]
+        self.partition(partition).add(decoded, eni_index, message, self.stats)
+        self.stats.frames_in += 1
+        self.stats.packets_in += decoded.packet_count
+
+    def due(self, now: float | None = None) -> list[ClosedWindows]:
+        """Close what the watermarks and idle timers allow."""
+        now = time.monotonic() if now is None else now
+        closed = []
+        for state in self._partitions.values():
+            target = state.close_target(self.idle_seconds, now)
+            if target is not None:
+                closed.append(self._record(state.close(target)))
+        return closed
+
+    def close_partitions(self, partitions: set[int] | None = None) -> list[ClosedWindows]:
+        """Close every open window (of the given partitions), e.g. at shutdown or revocation."""
+        chosen = [p for p in self._partitions if partitions is None or p in partitions]
+        closed = [self._record(self._partitions[p].close_all()) for p in chosen]
+        for p in chosen:
+            del self._partitions[p]
+        return closed
+
+    def open_window_count(self) -> int:
+        return sum(len(state.open_windows) for state in self._partitions.values())
+
+    def _record(self, closed: ClosedWindows) -> ClosedWindows:
+        self.stats.windows_closed += len(closed.windows)
+        self.stats.flows_out += len(closed.flows)
+        return closed

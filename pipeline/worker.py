@@ -1,0 +1,156 @@
+"""FlowWorker: frames in, flow records out — the state and the commit discipline of a worker.
+
+The Faust app (``pipeline/app.py``) hands every frames-topic message to :meth:`on_message`
+and calls :meth:`tick` on a timer. Frames are aggregated into :class:`FlowWindows`; closed
+windows are buffered and written to the sinks in batches (``store.batch_rows`` rows or
+``store.batch_seconds``); only after a batch is durable in both sinks are its frames
+acknowledged, so Faust's committed offset never runs ahead of the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from itertools import chain
+from typing import Any
+
+from flowlogs.errors import FlowLogsError, FrameError
+from flowlogs.settings import Settings
+from pipeline.records import FlowRecordBuilder
+from pipeline.sinks.clickhouse import ClickHouseSink
+from pipeline.sinks.topic import DeadLetterSink, FlowTopicSink
+from pipeline.window import ClosedWindows, FlowWindows
+from schemas import frame
+
+log = logging.getLogger(__name__)
+
+Ack = Callable[[Any], None]
+
+
+@dataclass(slots=True)
+class WriterStats:
+    dead_letters: int = 0
+    rows_written: int = 0
+    batches_written: int = 0
+    write_failures: int = 0
+    last_flush_seconds: float = 0.0
+
+
+class FlowWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store_sink: ClickHouseSink,
+        flows_sink: FlowTopicSink,
+        dead_letter: DeadLetterSink,
+        placement: dict[str, tuple[str, str]],
+    ) -> None:
+        cfg = settings.worker
+        self.settings = settings
+        self.windows = FlowWindows(
+            window_seconds=cfg.window_seconds,
+            lateness_seconds=cfg.allowed_lateness_seconds,
+            idle_seconds=cfg.idle_close_seconds,
+            batch_packets=cfg.batch_packets,
+        )
+        self.builder = FlowRecordBuilder(self.windows.enis.ids, placement, self.windows.window_ns)
+        self.store_sink = store_sink
+        self.flows_sink = flows_sink
+        self.dead_letter = dead_letter
+        self.stats = WriterStats()
+        self._ack: Ack = lambda _m: None
+        self._pending: list[ClosedWindows] = []
+        self._pending_rows = 0
+        self._pending_since: float | None = None
+        self._flush_lock = asyncio.Lock()
+
+    def bind_ack(self, ack: Ack) -> None:
+        """Set how a message is acknowledged (the Faust app passes its consumer's ack)."""
+        self._ack = ack
+
+    async def on_message(self, message: Any) -> None:
+        try:
+            decoded = frame.decode(message.value)
+        except FrameError as exc:
+            await self._reject(message, exc)
+            return
+        self.windows.add(message.partition, decoded, message)
+        self._collect(self.windows.due())
+        if self._flush_due():
+            await self.flush()
+
+    async def tick(self) -> None:
+        self._collect(self.windows.due())
+        if self._flush_due():
+            await self.flush()
+
+    async def drain(self, partitions: set[int] | None = None) -> None:
+        """Close every open window (of ``partitions``) now and write it out."""
+        self._collect(self.windows.close_partitions(partitions))
+        await self.flush()
+
+    async def _reject(self, message: Any, exc: FrameError) -> None:
+        source = f"{message.topic}/{message.partition}/{message.offset}"
+        log.warning("frame at %s rejected (%s): %s; sent to the dead-letter topic", source, exc.reason, exc)
+        await asyncio.to_thread(
+            self.dead_letter.write, message.key, message.value, reason=exc.reason, error=str(exc), source=source
+        )
+        self.stats.dead_letters += 1
+        self._ack(message)
+
+    def _collect(self, closed: list[ClosedWindows]) -> None:
+        for c in closed:
+            self._pending.append(c)
+            self._pending_rows += len(c.flows)
+            if self._pending_since is None:
+                self._pending_since = time.monotonic()
+
+    def _flush_due(self) -> bool:
+        if self._pending_since is None:
+            return False
+        store = self.settings.store
+        return self._pending_rows >= store.batch_rows or time.monotonic() - self._pending_since >= store.batch_seconds
+
+    async def flush(self) -> None:
+        async with self._flush_lock:
+            pending, self._pending = self._pending, []
+            self._pending_rows, self._pending_since = 0, None
+            if not pending:
+                return
+            started = time.monotonic()
+            try:
+                rows = await asyncio.to_thread(self._write, pending)
+            except FlowLogsError as exc:
+                # Keep the windows (and their unacked frames) for the next try.
+                self._pending = pending + self._pending
+                self._pending_rows = sum(len(c.flows) for c in self._pending)
+                self._pending_since = time.monotonic()
+                self.stats.write_failures += 1
+                log.error("writing %d closed windows failed, will retry: %s", len(pending), exc)
+                return
+            for closed in pending:
+                for message in closed.messages:
+                    self._ack(message)
+            self.stats.rows_written += rows
+            self.stats.batches_written += 1
+            self.stats.last_flush_seconds = time.monotonic() - started
+
+    def _write(self, pending: list[ClosedWindows]) -> int:
+        with_rows = [c for c in pending if len(c.flows)]
+        self.store_sink.write([self.builder.arrow(c.flows) for c in with_rows])
+        self.flows_sink.write(chain.from_iterable(self.builder.json_lines(c.flows) for c in with_rows), timeout=120.0)
+        return sum(len(c.flows) for c in with_rows)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters for /stats and `flowlogs up`."""
+        return {
+            **asdict(self.windows.stats),
+            **asdict(self.stats),
+            "open_windows": self.windows.open_window_count(),
+            "pending_rows": self._pending_rows,
+            "enis": len(self.windows.enis.ids),
+        }

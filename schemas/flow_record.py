@@ -1,0 +1,115 @@
+"""The flow record: one definition from which the ClickHouse DDL and the JSON Schema come.
+
+Field names follow the AWS VPC / Tencent Cloud flow-log vocabulary (``interface-id``,
+``srcaddr``, ``log-status``…). JSON records on the flows topic use those names as they
+are; ClickHouse columns use the same names with ``-`` turned into ``_``.
+
+To add a field: add a :class:`FlowField` to ``FLOW_FIELDS``, fill it in
+``pipeline/records.py``, run ``flowlogs schemas --write`` and commit the regenerated files
+(a test fails while they drift).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+RECORD_VERSION = 1
+FLOWS_TABLE = "flows"
+
+ACTIONS = ("ACCEPT", "REJECT")
+LOG_STATUSES = ("OK", "NODATA", "SKIPDATA")
+DIRECTIONS = ("ingress", "egress")  # index = frame `direction` value
+TYPES = ("IPv4", "IPv6")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowField:
+    """One field of the flow record."""
+
+    name: str  # AWS/Tencent spelling, used in JSON
+    clickhouse_type: str
+    json_schema: dict[str, Any]
+    description: str
+    codec: str = ""
+
+    @property
+    def column(self) -> str:
+        return self.name.replace("-", "_")
+
+
+def _enum(values: tuple[str, ...], codes: tuple[int, ...] | None = None) -> str:
+    codes = codes or tuple(range(1, len(values) + 1))
+    return "Enum8(" + ", ".join(f"'{v}' = {c}" for v, c in zip(values, codes)) + ")"
+
+
+_U16 = {"type": "integer", "minimum": 0, "maximum": 65535}
+_U64 = {"type": "integer", "minimum": 0}
+_ID = {"type": "string", "minLength": 1}
+
+FLOW_FIELDS: tuple[FlowField, ...] = (
+    FlowField("version", "UInt8", {"const": RECORD_VERSION}, "flow record format version"),
+    FlowField("flow-id", "UInt64", _U64, "deterministic id of (ENI, 5-tuple, direction, window): replays repeat it"),
+    FlowField("interface-id", "LowCardinality(String)", _ID, "ENI the packets were seen on"),
+    FlowField("vpc-id", "LowCardinality(String)", _ID, "VPC of the ENI, '-' when unknown"),
+    FlowField("subnet-id", "LowCardinality(String)", _ID, "subnet of the ENI, '-' when unknown"),
+    FlowField("srcaddr", "IPv6", {"type": "string", "format": "ip"}, "source address (IPv4 stored IPv4-mapped)"),
+    FlowField("dstaddr", "IPv6", {"type": "string", "format": "ip"}, "destination address"),
+    FlowField("srcport", "UInt16", _U16, "source port; 0 when the protocol has none"),
+    FlowField("dstport", "UInt16", _U16, "destination port; ICMP type << 8 | code"),
+    FlowField("protocol", "UInt8", {"type": "integer", "minimum": 0, "maximum": 255}, "IANA protocol number"),
+    FlowField("packets", "UInt64", _U64, "packets in the window", "CODEC(T64, ZSTD(1))"),
+    FlowField("bytes", "UInt64", _U64, "sum of IP total lengths in the window", "CODEC(T64, ZSTD(1))"),
+    FlowField("start", "DateTime('UTC')", {"type": "integer", "minimum": 0}, "first packet, Unix seconds", "CODEC(DoubleDelta, ZSTD(1))"),
+    FlowField("end", "DateTime('UTC')", {"type": "integer", "minimum": 0}, "last packet, Unix seconds", "CODEC(DoubleDelta, ZSTD(1))"),
+    FlowField("window-start", "DateTime('UTC')", {"type": "integer", "minimum": 0}, "start of the aggregation window, Unix seconds", "CODEC(DoubleDelta, ZSTD(1))"),
+    FlowField("action", _enum(ACTIONS), {"enum": list(ACTIONS)}, "security-group / ACL verdict"),
+    FlowField("log-status", _enum(LOG_STATUSES), {"enum": list(LOG_STATUSES)}, "OK, NODATA (no traffic) or SKIPDATA (packets lost)"),
+    FlowField("tcp-flags", "UInt8", {"type": "integer", "minimum": 0, "maximum": 255}, "bitwise OR of the TCP flags of the flow's packets"),
+    FlowField("flow-direction", _enum(DIRECTIONS), {"enum": list(DIRECTIONS)}, "relative to the ENI"),
+    FlowField("type", _enum(TYPES, (4, 6)), {"enum": list(TYPES)}, "IP version of the traffic"),
+)
+
+FIELD_NAMES = tuple(f.name for f in FLOW_FIELDS)
+COLUMN_NAMES = tuple(f.column for f in FLOW_FIELDS)
+
+SORT_KEY = ("interface_id", "window_start", "srcaddr", "dstaddr", "flow_id")
+PARTITION_KEY = "toDate(window_start)"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def create_table_ddl(table: str = FLOWS_TABLE, ttl_days: int = 15) -> str:
+    """CREATE TABLE for the raw flows table.
+
+    ``non_replicated_deduplication_window`` lets a replayed insert carrying the same
+    ``insert_deduplication_token`` be dropped by the server.
+    """
+    lines = [
+        f"    `{f.column}` {f.clickhouse_type}{' ' + f.codec if f.codec else ''} COMMENT {_quote(f.description)}"
+        for f in FLOW_FIELDS
+    ]
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table}\n(\n"
+        + ",\n".join(lines)
+        + "\n)\nENGINE = MergeTree\n"
+        + f"PARTITION BY {PARTITION_KEY}\n"
+        + f"ORDER BY ({', '.join(SORT_KEY)})\n"
+        + f"TTL window_start + INTERVAL {ttl_days} DAY\n"
+        + "SETTINGS non_replicated_deduplication_window = 10000"
+    )
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of one record on the flows topic."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://flowlogs.dev/schemas/flow-record-v{RECORD_VERSION}.json",
+        "title": f"Flow Logs flow record v{RECORD_VERSION}",
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(FIELD_NAMES),
+        "properties": {f.name: {**f.json_schema, "description": f.description} for f in FLOW_FIELDS},
+    }

@@ -1,0 +1,234 @@
+"""Packet-metadata frame, version 1: the one wire format between agents and the pipeline.
+
+A frame is one Kafka message carrying the metadata of many packets (normally 1k–10k) as
+fixed-width little-endian columns behind a 64-byte header::
+
+    +-----------------+------------------------+----------------------------------+
+    | header (64 B)   | ENI table              | columns, in COLUMNS order        |
+    |                 | eni_count × 32 B ASCII | each packet_count × width bytes  |
+    +-----------------+------------------------+----------------------------------+
+
+Columns are ordered widest first, so every column starts naturally aligned when the
+buffer is. Decoding is zero-copy: :func:`decode` returns numpy views into the message
+bytes. ``schemas/generated/frame.md`` is the byte-level reference for agents written in
+other languages; it is generated from the definitions below (``flowlogs schemas --write``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from flowlogs.errors import BadMagicError, TruncatedFrameError, UnsupportedVersionError
+
+MAGIC = b"FLPM"  # "Flow Logs Packet Metadata"
+VERSION = 1
+HEADER_SIZE = 64
+ENI_ID_SIZE = 32
+MAX_PACKETS = 65_535  # so the frame fits Kafka's default 1 MiB message limit with room
+MAX_ENIS = 65_535  # the `eni` column is an index into the frame's ENI table
+
+DIRECTION_INGRESS = 0
+DIRECTION_EGRESS = 1
+
+
+class HeaderField(NamedTuple):
+    name: str
+    dtype: str
+    doc: str
+
+
+HEADER_FIELDS: tuple[HeaderField, ...] = (
+    HeaderField("magic", "S4", 'ASCII "FLPM"'),
+    HeaderField("version", "<u2", "frame format version; this document describes 1"),
+    HeaderField("header_size", "<u2", "bytes before the ENI table; 64 in version 1"),
+    HeaderField("agent_id", "S16", "agent name, ASCII, NUL-padded"),
+    HeaderField("sequence", "<u8", "per-agent frame sequence number, +1 per frame, from 0"),
+    HeaderField("packet_count", "<u4", "rows in every column"),
+    HeaderField("eni_count", "<u2", "entries in the ENI table"),
+    HeaderField("flags", "<u2", "reserved, 0"),
+    HeaderField("first_time_ns", "<u8", "smallest capture_time_ns in the frame"),
+    HeaderField("last_time_ns", "<u8", "largest capture_time_ns in the frame"),
+    HeaderField("dropped_packets", "<u4", "packets the agent dropped for these ENIs since its previous frame"),
+    HeaderField("body_size", "<u4", "bytes after the header: ENI table plus columns"),
+)
+
+HEADER_DTYPE = np.dtype([(f.name, f.dtype) for f in HEADER_FIELDS])
+assert HEADER_DTYPE.itemsize == HEADER_SIZE, HEADER_DTYPE.itemsize
+
+
+class Column(NamedTuple):
+    name: str
+    dtype: str
+    doc: str
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("capture_time_ns", "<u8", "capture time, nanoseconds since the Unix epoch (UTC)"),
+    Column("src_addr", "V16", "source IP address, network byte order; IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d)"),
+    Column("dst_addr", "V16", "destination IP address, same encoding as src_addr"),
+    Column("ip_length", "<u4", "IP total length (IPv4 total length, IPv6 40 + payload length): the flow record's bytes"),
+    Column("wire_length", "<u4", "length of the packet on the wire (link layer included)"),
+    Column("src_port", "<u2", "TCP/UDP source port; 0 for other protocols"),
+    Column("dst_port", "<u2", "TCP/UDP destination port; ICMP/ICMPv6: type << 8 | code; 0 otherwise"),
+    Column("eni", "<u2", "index of the packet's ENI in the frame's ENI table"),
+    Column("protocol", "u1", "IP protocol number (IPv6: the upper-layer header)"),
+    Column("tcp_flags", "u1", "TCP flags byte (CWR ECE URG ACK PSH RST SYN FIN); 0 for non-TCP"),
+    Column("direction", "u1", "0 = ingress, 1 = egress, relative to the ENI"),
+)
+
+PACKET_DTYPE = np.dtype([(c.name, c.dtype) for c in COLUMNS])
+"""One packet as a record: the row view used by agents that build frames from structs."""
+
+PACKET_SIZE = PACKET_DTYPE.itemsize
+
+
+def body_dtype(packet_count: int, eni_count: int) -> np.dtype:
+    """The structured dtype of a frame body: the ENI table then one sub-array per column."""
+    fields: list[tuple[str, str, tuple[int, ...]]] = [("eni_ids", f"S{ENI_ID_SIZE}", (eni_count,))]
+    fields += [(c.name, c.dtype, (packet_count,)) for c in COLUMNS]
+    return np.dtype(fields)
+
+
+class Packets(NamedTuple):
+    """Columns of one frame (views into the message bytes) — or of several, concatenated."""
+
+    capture_time_ns: np.ndarray
+    src_addr: np.ndarray
+    dst_addr: np.ndarray
+    ip_length: np.ndarray
+    wire_length: np.ndarray
+    src_port: np.ndarray
+    dst_port: np.ndarray
+    eni: np.ndarray
+    protocol: np.ndarray
+    tcp_flags: np.ndarray
+    direction: np.ndarray
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return int(self.capture_time_ns.shape[0])
+
+
+assert Packets._fields == tuple(c.name for c in COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A decoded frame: header values, the ENI table and the packet columns."""
+
+    agent_id: str
+    sequence: int
+    first_time_ns: int
+    last_time_ns: int
+    dropped_packets: int
+    eni_ids: tuple[str, ...]
+    packets: Packets
+
+    @property
+    def packet_count(self) -> int:
+        return len(self.packets)
+
+
+def encode(
+    packets: Packets | np.ndarray,
+    eni_ids: list[str] | tuple[str, ...],
+    *,
+    agent_id: str,
+    sequence: int,
+    dropped_packets: int = 0,
+) -> bytes:
+    """Build one frame from columns (a :class:`Packets`) or rows (an array of PACKET_DTYPE)."""
+    count = len(packets)
+    if not 0 < count <= MAX_PACKETS:
+        raise ValueError(f"a frame holds 1..{MAX_PACKETS} packets, got {count}")
+    if not 0 < len(eni_ids) <= MAX_ENIS:
+        raise ValueError(f"a frame holds 1..{MAX_ENIS} ENIs, got {len(eni_ids)}")
+    agent = agent_id.encode("ascii")
+    if len(agent) > 16:
+        raise ValueError(f"agent id {agent_id!r} is longer than 16 bytes")
+    body = np.zeros((), dtype=body_dtype(count, len(eni_ids)))
+    for i, eni in enumerate(eni_ids):
+        raw = eni.encode("ascii")
+        if len(raw) > ENI_ID_SIZE:
+            raise ValueError(f"ENI id {eni!r} is longer than {ENI_ID_SIZE} bytes")
+        body["eni_ids"][i] = raw
+    for column in COLUMNS:
+        body[column.name] = packets[column.name] if isinstance(packets, np.ndarray) else getattr(packets, column.name)
+    times = body["capture_time_ns"]
+    header = np.zeros(1, dtype=HEADER_DTYPE)
+    header[0] = (
+        MAGIC,
+        VERSION,
+        HEADER_SIZE,
+        agent,
+        sequence,
+        count,
+        len(eni_ids),
+        0,
+        int(times.min()),
+        int(times.max()),
+        dropped_packets,
+        body.dtype.itemsize,
+    )
+    return header.tobytes() + body.tobytes()
+
+
+def decode(message: bytes | memoryview) -> Frame:
+    """Decode a frame without copying its columns; raises a :class:`FrameError` subclass."""
+    size = len(message)
+    if size < 8:
+        raise TruncatedFrameError(f"frame of {size} bytes is shorter than the fixed header start")
+    if bytes(message[:4]) != MAGIC:
+        raise BadMagicError(f"bad magic {bytes(message[:4])!r}, expected {MAGIC!r}")
+    version = int.from_bytes(message[4:6], "little")
+    if version != VERSION:
+        raise UnsupportedVersionError(f"frame version {version} is not supported (this build reads {VERSION})")
+    if size < HEADER_SIZE:
+        raise TruncatedFrameError(f"frame of {size} bytes is shorter than its {HEADER_SIZE}-byte header")
+    header = np.frombuffer(message, dtype=HEADER_DTYPE, count=1)[0]
+    count, eni_count = int(header["packet_count"]), int(header["eni_count"])
+    dtype = body_dtype(count, eni_count)
+    expected = int(header["header_size"]) + dtype.itemsize
+    if int(header["header_size"]) != HEADER_SIZE or int(header["body_size"]) != dtype.itemsize or size != expected:
+        raise TruncatedFrameError(
+            f"frame says {count} packets and {eni_count} ENIs ({expected} bytes) but is {size} bytes"
+        )
+    if count == 0 or eni_count == 0:
+        raise TruncatedFrameError("frame has no packets or no ENIs")
+    body = np.frombuffer(message, dtype=dtype, count=1, offset=HEADER_SIZE).reshape(())
+    packets = Packets(*(body[c.name] for c in COLUMNS))
+    if int(packets.eni.max()) >= eni_count:
+        raise TruncatedFrameError(f"a packet names ENI index {int(packets.eni.max())} of a {eni_count}-entry table")
+    return Frame(
+        agent_id=header["agent_id"].decode("ascii", "replace"),
+        sequence=int(header["sequence"]),
+        first_time_ns=int(header["first_time_ns"]),
+        last_time_ns=int(header["last_time_ns"]),
+        dropped_packets=int(header["dropped_packets"]),
+        eni_ids=tuple(e.decode("ascii", "replace") for e in body["eni_ids"]),
+        packets=packets,
+    )
+
+
+def concatenate(parts: list[Packets]) -> Packets:
+    """Join the columns of several frames into one contiguous batch."""
+    if len(parts) == 1:
+        return parts[0]
+    return Packets(*(np.concatenate(cols) for cols in zip(*parts)))
+
+
+def ipv4_mapped(ipv4: np.ndarray) -> np.ndarray:
+    """IPv4 addresses (uint32, host order) as 16-byte IPv4-mapped IPv6 values (V16)."""
+    out = np.zeros((len(ipv4), 16), dtype=np.uint8)
+    out[:, 10] = 0xFF
+    out[:, 11] = 0xFF
+    out[:, 12:16] = ipv4.astype(">u4").view(np.uint8).reshape(-1, 4)
+    return out.view("V16").reshape(-1)
+
+
+def is_ipv4_mapped(addr: np.ndarray) -> np.ndarray:
+    """True where a V16 address column holds an IPv4-mapped address."""
+    raw = addr.view(np.uint8).reshape(-1, 16)
+    return (raw[:, :10] == 0).all(axis=1) & (raw[:, 10] == 0xFF) & (raw[:, 11] == 0xFF)

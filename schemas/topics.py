@@ -1,0 +1,47 @@
+"""Kafka topics, their keys and headers.
+
+Topic names carry the wire-format version, so an incompatible change never meets an old
+consumer: frames v2 would go to ``<prefix>frames.v2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas import flow_record, frame
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    suffix: str
+    key: str
+    value: str
+    compacted: bool = False
+
+    def name(self, prefix: str) -> str:
+        return prefix + self.suffix
+
+
+FRAMES = TopicSpec(
+    f"frames.v{frame.VERSION}",
+    key="ENI id (ASCII): one ENI's packets stay in one partition, in order",
+    value="packet-metadata frame (schemas/frame.py)",
+)
+FLOWS = TopicSpec(
+    f"flows.v{flow_record.RECORD_VERSION}",
+    key="interface-id (ASCII)",
+    value="one flow record as JSON (schemas/generated/flow-record.schema.json)",
+)
+DEAD_LETTER = TopicSpec(
+    f"frames.v{frame.VERSION}.deadletter",
+    key="the rejected message's key",
+    value="the rejected message, unchanged; headers say why (DEAD_LETTER_HEADERS)",
+)
+
+ALL = (FRAMES, FLOWS, DEAD_LETTER)
+
+DEAD_LETTER_HEADERS = (
+    "flowlogs-reason",  # FrameError.reason: bad_magic, unsupported_version, truncated, invalid
+    "flowlogs-error",  # the operator-facing message
+    "flowlogs-source",  # topic/partition/offset the message came from
+)
