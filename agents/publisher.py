@@ -60,7 +60,7 @@ class FramePublisher:
             message = frame.encode(packets, (eni_id,), agent_id=agent.agent_id, sequence=self._sequence)
             self._sequence += 1
             self._produce(eni_id.encode(), message)
-            n = len(packets)
+            n = packets.size
             self.stats.frames += 1
             self.stats.packets += n
             self.stats.bytes += int(packets.ip_length.sum(dtype="u8"))

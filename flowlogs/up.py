@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -27,60 +20,9 @@ from flowlogs.errors import FlowLogsError
 from flowlogs.kafka import ensure_topics
 from flowlogs.settings import Settings
 from pipeline import reports
-from pipeline.query import query_api
+from pipeline.process import WorkerProcess
 
 console = Console()
-
-
-def _get(url: str, timeout: float = 2.0) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return dict(json.loads(response.read()))
-
-
-def _post(url: str, timeout: float = 120.0) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=b"{}", method="POST")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return dict(json.loads(response.read()))
-
-
-def _tail(path: Path, chars: int = 3000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-
-def start_worker(settings: Settings, *, window: int, inventory: Path, api_port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    """`flowlogs worker` as a child process; returns once its API answers."""
-    env = {
-        **os.environ,
-        "FLOWLOGS_HOME": str(settings.home),
-        "FLOWLOGS_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers or "",
-    }
-    cmd = [
-        sys.executable, "-m", "flowlogs.cli", "worker",
-        "--window", str(window), "--api-port", str(api_port), "--inventory", str(inventory), "--idle-close", "3",
-    ]
-    with log_path.open("ab") as log_file:
-        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise FlowLogsError(f"the worker exited with code {proc.returncode}; {log_path}:\n{_tail(log_path)}")
-        try:
-            _get(f"http://127.0.0.1:{api_port}/health")
-            return proc
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.3)
-    proc.kill()
-    raise FlowLogsError(f"the worker API did not answer within 90 s; see {log_path}")
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _progress(sent: PublisherStats, worker: dict[str, Any], elapsed: float) -> Table:
@@ -111,17 +53,18 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
         bootstrap = broker.start()
         console.print(f"broker at [bold]{bootstrap}[/]")
     settings = settings.with_section("kafka", bootstrap_servers=bootstrap)
-    worker: subprocess.Popen[bytes] | None = None
+    worker: WorkerProcess | None = None
     try:
         ensure_topics(settings)
         seed = 1
         inventory = home / "synthetic-inventory.yaml"
         synthetic_inventory(args.enis, seed).dump(inventory)
-        api_port = free_port()
-        api = f"http://127.0.0.1:{api_port}"
+        settings = settings.with_section(
+            "worker", window_seconds=args.window, api_port=free_port(), inventory=inventory.resolve(), idle_close_seconds=3
+        )
         console.print("starting the worker…")
-        worker = start_worker(settings, window=args.window, inventory=inventory, api_port=api_port, log_path=home / "worker.log")
-        console.print(f"worker API at [bold]{api}[/]; log {home / 'worker.log'}")
+        worker = WorkerProcess(settings, home / "worker.log").start()
+        console.print(f"worker API at [bold]{worker.api}[/]; log {worker.log_path}")
         stop = threading.Event()
         sent = PublisherStats()
         failure: list[BaseException] = []
@@ -135,51 +78,55 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
 
         agent = threading.Thread(target=produce, name="synthetic-agent", daemon=True)
         started = time.monotonic()
+        # This run's windows: the synthetic agent stamps packets with the wall clock.
+        since = int(time.time()) // args.window * args.window
         agent.start()
         stats: dict[str, Any] = {}
         try:
             with Live(_progress(sent, stats, 0), console=console, refresh_per_second=4) as live:
                 while agent.is_alive():
                     agent.join(0.5)
-                    stats = _safe_stats(api, stats)
+                    stats = _safe_stats(worker, stats)
                     live.update(_progress(sent, stats, time.monotonic() - started))
                 # Let the worker catch up with everything sent, then write every open window.
                 deadline = time.monotonic() + 60
                 while int(stats.get("packets_in", 0)) < sent.packets and time.monotonic() < deadline:
                     time.sleep(0.5)
-                    stats = _safe_stats(api, stats)
+                    stats = _safe_stats(worker, stats)
                     live.update(_progress(sent, stats, time.monotonic() - started))
-                stats = _post(f"{api}/drain")
+                stats = worker.post("/drain")
                 live.update(_progress(sent, stats, time.monotonic() - started))
         except KeyboardInterrupt:
             console.print("stopping…")
             stop.set()
             agent.join()
-            stats = _post(f"{api}/drain")
+            stats = worker.post("/drain")
         if failure:
             raise FlowLogsError(f"the synthetic agent failed: {failure[0]}")
-        columns, rows = query_api(api, reports.top_talkers(10))
+        console.print()
+        columns, rows = worker.query(reports.top_talkers(10, since))
         from flowlogs.cli import print_table
 
         print_table(columns, rows, title="Top talkers (bytes)")
-        t_cols, t_rows = query_api(api, reports.TOTALS)
+        t_cols, t_rows = worker.query(reports.totals(since))
         totals = dict(zip(t_cols, t_rows[0]))
         console.print(
-            f"sent {sent.packets:,} packets / {sent.bytes:,} bytes; stored {int(totals['packets'] or 0):,} packets /"
-            f" {int(totals['bytes'] or 0):,} bytes in {int(totals['records']):,} flow records."
+            f"this run: sent {sent.packets:,} packets / {sent.bytes:,} bytes;"
+            f" stored {int(totals['packets'] or 0):,} packets / {int(totals['bytes'] or 0):,} bytes"
+            f" in {int(totals['records']):,} flow records."
             f" Query more with: flowlogs query \"SELECT …\" (store: {settings.chdb_path})"
         )
         return 0
     finally:
         if worker is not None:
-            stop_process(worker)
+            worker.stop()
         if broker is not None:
             broker.stop()
 
 
-def _safe_stats(api: str, previous: dict[str, Any]) -> dict[str, Any]:
+def _safe_stats(worker: WorkerProcess, previous: dict[str, Any]) -> dict[str, Any]:
     try:
-        return _get(f"{api}/stats")
+        return worker.stats()
     except (urllib.error.URLError, OSError):
         return previous
 

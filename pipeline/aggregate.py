@@ -37,7 +37,9 @@ class FlowAggregate(NamedTuple):
     last_ns: np.ndarray  # uint64
     tcp_flags: np.ndarray  # uint8
 
-    def __len__(self) -> int:  # type: ignore[override]
+    @property
+    def size(self) -> int:
+        """Number of flows (``len()`` of a NamedTuple is its field count, so not that)."""
         return int(self.keys.shape[0])
 
     @property
@@ -98,7 +100,7 @@ def hash_rows(keys: np.ndarray) -> np.ndarray:
 
 def flow_keys(packets: Packets, eni_index: np.ndarray, window_ns: int) -> np.ndarray:
     """The (n, 6) uint64 key matrix of a packet batch; ``eni_index`` is per packet (uint32)."""
-    n = len(packets)
+    n = packets.size
     keys = np.empty((n, KEY_WIDTH), dtype=np.uint64)
     keys[:, 0:2] = packets.src_addr.view(np.uint64).reshape(n, 2)
     keys[:, 2:4] = packets.dst_addr.view(np.uint64).reshape(n, 2)
@@ -167,7 +169,7 @@ def aggregate_packets(packets: Packets, eni_index: np.ndarray, window_ns: int) -
 
 def merge(parts: list[FlowAggregate]) -> FlowAggregate:
     """Combine partial aggregates into one with unique keys."""
-    parts = [p for p in parts if len(p)]
+    parts = [p for p in parts if p.size]
     if not parts:
         return empty()
     if len(parts) == 1:

@@ -71,7 +71,7 @@ class FlowRecordBuilder:
 
     def columns(self, flows: FlowAggregate, *, action: str = "ACCEPT", log_status: str = "OK") -> dict[str, np.ndarray]:
         """Record fields as numpy columns (strings as small-int codes plus dictionaries)."""
-        n = len(flows)
+        n = flows.size
         eni = flows.eni
         # flow-id must not depend on this process's ENI numbering, so hash the ENI id instead.
         stable = flows.keys.copy()
@@ -118,7 +118,7 @@ class FlowRecordBuilder:
             arrays[name] = pa.DictionaryArray.from_arrays(pa.array(cols[name]), pa.array(values, pa.string()))
         for name in ("srcaddr", "dstaddr"):
             raw = np.ascontiguousarray(cols[name]).tobytes()
-            arrays[name] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(flows), [None, pa.py_buffer(raw)])
+            arrays[name] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), flows.size, [None, pa.py_buffer(raw)])
         for f in FLOW_FIELDS:
             if f.column not in arrays:
                 arrays[f.column] = pa.array(cols[f.column], type=arrow_type(f))

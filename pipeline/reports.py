@@ -10,8 +10,12 @@ def _addr(column: str) -> str:
     return f"replaceRegexpOne(IPv6NumToString({column}), '^::ffff:', '')"
 
 
-def top_talkers(limit: int = 10) -> str:
-    """Source/destination pairs with the most bytes."""
+def _since(since: int | None) -> str:
+    return f"WHERE window_start >= toDateTime({int(since)})" if since is not None else ""
+
+
+def top_talkers(limit: int = 10, since: int | None = None) -> str:
+    """Source/destination pairs with the most bytes (windows starting at ``since`` or later)."""
     return f"""
 SELECT
     {_addr('srcaddr')} AS src,
@@ -22,10 +26,13 @@ SELECT
     sum(bytes) AS bytes,
     count() AS records
 FROM {FLOWS_TABLE}
+{_since(since)}
 GROUP BY srcaddr, dstaddr, protocol, dstport
 ORDER BY bytes DESC
 LIMIT {int(limit)}
 """
 
 
-TOTALS = f"SELECT count() AS records, sum(packets) AS packets, sum(bytes) AS bytes FROM {FLOWS_TABLE}"
+def totals(since: int | None = None) -> str:
+    """Records, packets and bytes stored."""
+    return f"SELECT count() AS records, sum(packets) AS packets, sum(bytes) AS bytes FROM {FLOWS_TABLE} {_since(since)}"

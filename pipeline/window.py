@@ -103,8 +103,8 @@ class PartitionWindows:
         self._staged_messages.clear()
         self._staged_packets = 0
         self._parts.append(part)
-        self._part_rows += len(part)
-        if self._part_rows >= max(2 * len(self._compacted), _COMPACT_MIN_ROWS):
+        self._part_rows += part.size
+        if self._part_rows >= max(2 * self._compacted.size, _COMPACT_MIN_ROWS):
             self._compact()
 
     def _compact(self) -> None:
@@ -126,7 +126,7 @@ class PartitionWindows:
         self.aggregate_staged()
         self._compact()
         merged = self._compacted
-        done = merged.window <= np.uint64(max(target, 0)) if target >= 0 else np.zeros(len(merged), bool)
+        done = merged.window <= np.uint64(target) if target >= 0 else np.zeros(merged.size, bool)
         flows = merged.select(done)
         self._compacted = merged.select(~done)
         closed = sorted(w for w in self.open_windows if w <= target)
@@ -215,5 +215,5 @@ class FlowWindows:
 
     def _record(self, closed: ClosedWindows) -> ClosedWindows:
         self.stats.windows_closed += len(closed.windows)
-        self.stats.flows_out += len(closed.flows)
+        self.stats.flows_out += closed.flows.size
         return closed

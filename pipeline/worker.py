@@ -105,7 +105,7 @@ class FlowWorker:
     def _collect(self, closed: list[ClosedWindows]) -> None:
         for c in closed:
             self._pending.append(c)
-            self._pending_rows += len(c.flows)
+            self._pending_rows += c.flows.size
             if self._pending_since is None:
                 self._pending_since = time.monotonic()
 
@@ -127,7 +127,7 @@ class FlowWorker:
             except FlowLogsError as exc:
                 # Keep the windows (and their unacked frames) for the next try.
                 self._pending = pending + self._pending
-                self._pending_rows = sum(len(c.flows) for c in self._pending)
+                self._pending_rows = sum(c.flows.size for c in self._pending)
                 self._pending_since = time.monotonic()
                 self.stats.write_failures += 1
                 log.error("writing %d closed windows failed, will retry: %s", len(pending), exc)
@@ -140,10 +140,10 @@ class FlowWorker:
             self.stats.last_flush_seconds = time.monotonic() - started
 
     def _write(self, pending: list[ClosedWindows]) -> int:
-        with_rows = [c for c in pending if len(c.flows)]
+        with_rows = [c for c in pending if c.flows.size]
         self.store_sink.write([self.builder.arrow(c.flows) for c in with_rows])
         self.flows_sink.write(chain.from_iterable(self.builder.json_lines(c.flows) for c in with_rows), timeout=120.0)
-        return sum(len(c.flows) for c in with_rows)
+        return sum(c.flows.size for c in with_rows)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters for /stats and `flowlogs up`."""

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from flowlogs.errors import BadMagicError, TruncatedFrameError, UnsupportedVersionError
+from flowlogs.errors import BadMagicError, FrameError, TruncatedFrameError, UnsupportedVersionError
 
 MAGIC = b"FLPM"  # "Flow Logs Packet Metadata"
 VERSION = 1
@@ -107,7 +107,9 @@ class Packets(NamedTuple):
     tcp_flags: np.ndarray
     direction: np.ndarray
 
-    def __len__(self) -> int:  # type: ignore[override]
+    @property
+    def size(self) -> int:
+        """Number of packets (``len()`` of a NamedTuple is its field count, so not that)."""
         return int(self.capture_time_ns.shape[0])
 
 
@@ -128,7 +130,7 @@ class Frame:
 
     @property
     def packet_count(self) -> int:
-        return len(self.packets)
+        return self.packets.size
 
 
 def encode(
@@ -140,7 +142,7 @@ def encode(
     dropped_packets: int = 0,
 ) -> bytes:
     """Build one frame from columns (a :class:`Packets`) or rows (an array of PACKET_DTYPE)."""
-    count = len(packets)
+    count = len(packets) if isinstance(packets, np.ndarray) else packets.size
     if not 0 < count <= MAX_PACKETS:
         raise ValueError(f"a frame holds 1..{MAX_PACKETS} packets, got {count}")
     if not 0 < len(eni_ids) <= MAX_ENIS:
@@ -200,7 +202,7 @@ def decode(message: bytes | memoryview) -> Frame:
     body = np.frombuffer(message, dtype=dtype, count=1, offset=HEADER_SIZE).reshape(())
     packets = Packets(*(body[c.name] for c in COLUMNS))
     if int(packets.eni.max()) >= eni_count:
-        raise TruncatedFrameError(f"a packet names ENI index {int(packets.eni.max())} of a {eni_count}-entry table")
+        raise FrameError(f"a packet names ENI index {int(packets.eni.max())} of a {eni_count}-entry table")
     return Frame(
         agent_id=header["agent_id"].decode("ascii", "replace"),
         sequence=int(header["sequence"]),

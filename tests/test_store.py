@@ -1,0 +1,62 @@
+"""Only one process may open a chDB dir; the second is told who holds it and where to ask."""
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from flowlogs.errors import StoreLockedError
+from flowlogs.settings import Settings
+from pipeline.store import Store, read_owner
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from flowlogs.settings import Settings
+    from pipeline.store import Store
+    store = Store(Settings(home=Path(sys.argv[1])), api_url="http://127.0.0.1:6999")
+    store.start()
+    print("open", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_second_process_gets_a_clear_error_naming_the_owner(tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        owner = read_owner(tmp_path / "chdb")
+        assert owner is not None and owner["pid"] == holder.pid
+        with pytest.raises(StoreLockedError) as err:
+            Store(Settings(home=tmp_path)).start()
+        message = str(err.value)
+        assert f"process {holder.pid}" in message
+        assert "http://127.0.0.1:6999" in message
+    finally:
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
+    # Once the holder is gone the dir opens again.
+    deadline = time.monotonic() + 10
+    while read_owner(tmp_path / "chdb") is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    store = Store(Settings(home=tmp_path))
+    store.start()
+    store.stop()
+
+
+def test_readonly_queries_cannot_change_data(tmp_path: Path) -> None:
+    store = Store(Settings(home=tmp_path))
+    store.start()
+    try:
+        with pytest.raises(Exception, match="readonly"):
+            store.query_readonly("DROP TABLE flows")
+        assert store.query_readonly("SELECT count() FROM flows")[1] == [(0,)]
+    finally:
+        store.stop()
