@@ -34,6 +34,7 @@ class SyntheticConfig:
     pace: bool = True
     start_ns: int | None = None  # first capture time when pace is False; default: now
     chunk_packets: int = 65_536
+    zipf: float = 1.1  # flow popularity exponent; 0 = every flow equally likely
 
 
 def synthetic_inventory(enis: int, seed: int = 1) -> Inventory:
@@ -77,7 +78,7 @@ class SyntheticTraffic:
         self._flow_dport[icmp] = 8 << 8  # echo request
         self._flow_proto = proto
         self._flow_size = rng.integers(60, 1500, n).astype(np.uint32)
-        weights = 1.0 / np.arange(1, n + 1) ** 1.1
+        weights = 1.0 / np.arange(1, n + 1) ** config.zipf
         self._flow_cdf = np.cumsum(rng.permutation(weights) / weights.sum())
         self._rng = rng
 

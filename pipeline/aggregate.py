@@ -124,11 +124,11 @@ def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     h = hash_rows(keys)
     order = np.argsort(h)
     hs = h[order]
-    starts = np.flatnonzero(np.concatenate(([True], hs[1:] != hs[:-1])))
-    # Every row must equal the first row of its hash group; otherwise two keys collided.
-    sizes = np.diff(np.append(starts, n))
+    same_hash = hs[1:] == hs[:-1]
+    starts = np.flatnonzero(np.concatenate(([True], ~same_hash)))
+    # Neighbours with equal hashes must have equal keys; otherwise two keys collided.
     ks = keys[order]
-    if (ks != ks[np.repeat(starts, sizes)]).any():
+    if ((ks[1:] != ks[:-1]).any(axis=1) & same_hash).any():
         order = np.lexsort(keys.T[::-1])
         ks = keys[order]
         starts = np.flatnonzero(np.concatenate(([True], (ks[1:] != ks[:-1]).any(axis=1))))

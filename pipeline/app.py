@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import faust
+from faust.types import TP
 from faust.web import Request, Response, View
 
 from flowlogs.errors import FlowLogsError
@@ -67,7 +68,11 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store) -> faust.Ap
         **extra,
     )
     frames = app.topic(settings.topic(topics.FRAMES.suffix), value_serializer="raw", key_serializer="raw")
-    worker.bind_ack(lambda message: message.ack(app.consumer))
+    frames_topic = settings.topic(topics.FRAMES.suffix)
+    worker.bind_consumer(
+        ack=lambda message: message.ack(app.consumer),
+        highwater=lambda partition: app.consumer.highwater(TP(frames_topic, partition)),
+    )
 
     @app.agent(frames, name="flow-windows")
     async def flow_windows(stream: faust.StreamT) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import orjson
@@ -124,46 +125,61 @@ class FlowRecordBuilder:
                 arrays[f.column] = pa.array(cols[f.column], type=arrow_type(f))
         return pa.Table.from_arrays([arrays[f.column] for f in FLOW_FIELDS], schema=ARROW_SCHEMA)
 
-    def json_lines(self, flows: FlowAggregate, **kw: str) -> Iterator[tuple[bytes, bytes]]:
-        """(key, JSON) per record, key = interface-id; field names as in the JSON Schema."""
+    def json_lines(self, flows: FlowAggregate, **kw: str) -> list[tuple[bytes, bytes]]:
+        """(key, JSON) per record, key = interface-id; field names as in the JSON Schema.
+
+        Records are rendered through a template generated from FLOW_FIELDS, with string
+        values JSON-quoted once per distinct value, not once per record.
+        """
         cols = self.columns(flows, **kw)
-        names = self._eni_ids
-        srcs = [_ip_text(a) for a in cols["srcaddr"].tolist()]
-        dsts = [_ip_text(a) for a in cols["dstaddr"].tolist()]
-        rows = zip(
-            cols["flow_id"].tolist(), cols["eni"].tolist(), srcs, dsts,
-            cols["srcport"].tolist(), cols["dstport"].tolist(), cols["protocol"].tolist(),
-            cols["packets"].tolist(), cols["bytes"].tolist(), cols["start"].tolist(), cols["end"].tolist(),
-            cols["window_start"].tolist(), cols["action"].tolist(), cols["log_status"].tolist(),
-            cols["tcp_flags"].tolist(), cols["flow_direction"].tolist(), cols["type"].tolist(),
-        )
-        version = flow_record.RECORD_VERSION
-        for fid, e, src, dst, sp, dp, proto, pk, by, st, en, ws, act, ls, fl, di, ty in rows:
-            eni_id = names[e]
-            vpc, subnet = self._placement.get(eni_id, (_UNKNOWN, _UNKNOWN))
-            record = {
-                "version": version,
-                "flow-id": fid,
-                "interface-id": eni_id,
-                "vpc-id": vpc,
-                "subnet-id": subnet,
-                "srcaddr": src,
-                "dstaddr": dst,
-                "srcport": sp,
-                "dstport": dp,
-                "protocol": proto,
-                "packets": pk,
-                "bytes": by,
-                "start": st,
-                "end": en,
-                "window-start": ws,
-                "action": flow_record.ACTIONS[act],
-                "log-status": flow_record.LOG_STATUSES[ls],
-                "tcp-flags": fl,
-                "flow-direction": flow_record.DIRECTIONS[di],
-                "type": flow_record.TYPES[ty],
-            }
-            yield eni_id.encode(), orjson.dumps(record)
+        eni = cols["eni"]
+        quoted_enis = np.array([orjson.dumps(e).decode() for e in self._eni_ids], dtype=object)
+        placement = [self._placement.get(e, (_UNKNOWN, _UNKNOWN)) for e in self._eni_ids]
+        values: dict[str, list[Any]] = {
+            "interface_id": quoted_enis[eni].tolist(),
+            "vpc_id": _quoted([p[0] for p in placement])[eni].tolist(),
+            "subnet_id": _quoted([p[1] for p in placement])[eni].tolist(),
+            "srcaddr": _ip_texts(cols["srcaddr"]),
+            "dstaddr": _ip_texts(cols["dstaddr"]),
+            "action": _quoted(flow_record.ACTIONS)[cols["action"]].tolist(),
+            "log_status": _quoted(flow_record.LOG_STATUSES)[cols["log_status"]].tolist(),
+            "flow_direction": _quoted(flow_record.DIRECTIONS)[cols["flow_direction"]].tolist(),
+            "type": _quoted(flow_record.TYPES)[cols["type"]].tolist(),
+        }
+        for f in FLOW_FIELDS:
+            if f.column not in values:
+                values[f.column] = cols[f.column].tolist()
+        keys = [self._eni_ids[i].encode() for i in range(len(self._eni_ids))]
+        key_per_row = [keys[i] for i in eni.tolist()]
+        return [
+            (key, (_JSON_TEMPLATE % row).encode())
+            for key, row in zip(key_per_row, zip(*(values[f.column] for f in FLOW_FIELDS)))
+        ]
+
+
+def _json_template() -> str:
+    def is_number(f: FlowField) -> bool:
+        return f.json_schema.get("type") == "integer" or isinstance(f.json_schema.get("const"), int)
+
+    return "{" + ",".join(f'"{f.name}":%d' if is_number(f) else f'"{f.name}":%s' for f in FLOW_FIELDS) + "}"
+
+
+_JSON_TEMPLATE = _json_template()
+_OCTETS = np.array([str(i) for i in range(256)], dtype=object)
+
+
+def _quoted(values: Sequence[str]) -> np.ndarray:
+    return np.array([orjson.dumps(v).decode() for v in values], dtype=object)
+
+
+def _ip_texts(addr: np.ndarray) -> list[str]:
+    """JSON-quoted text of V16 addresses: IPv4-mapped as dotted quads (vectorised), IPv6 as usual."""
+    raw = addr.view(np.uint8).reshape(-1, 16)
+    o = [_OCTETS[raw[:, 12 + i]] for i in range(4)]
+    texts = ['"' + a + "." + b + "." + c + "." + d + '"' for a, b, c, d in zip(*(x.tolist() for x in o))]
+    for i in np.flatnonzero(~is_ipv4_mapped(addr)).tolist():
+        texts[i] = '"' + socket.inet_ntop(socket.AF_INET6, raw[i].tobytes()) + '"'
+    return texts
 
 
 def _dictionary(codes: np.ndarray, values: list[str]) -> pa.DictionaryArray:
@@ -172,9 +188,3 @@ def _dictionary(codes: np.ndarray, values: list[str]) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(
         pa.array(inverse.astype(np.int32)[codes]), pa.array(unique.tolist(), pa.string())
     )
-
-
-def _ip_text(raw: bytes) -> str:
-    if raw[:12] == b"\x00" * 10 + b"\xff\xff":
-        return socket.inet_ntop(socket.AF_INET, raw[12:])
-    return socket.inet_ntop(socket.AF_INET6, raw)

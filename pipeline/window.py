@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,11 +113,16 @@ class PartitionWindows:
         self._parts.clear()
         self._part_rows = 0
 
-    def close_target(self, idle_seconds: float, now: float) -> int | None:
-        """Highest window index that may close now, or None."""
+    def close_target(self, idle_seconds: float, now: float, caught_up: bool) -> int | None:
+        """Highest window index that may close now, or None.
+
+        Idleness counts only when the partition is caught up: a partition that merely waits
+        its turn behind a backlog is not idle, and closing its windows early would split
+        flows that are still on their way.
+        """
         if not self.open_windows:
             return None
-        if now - self.last_arrival >= idle_seconds:
+        if caught_up and now - self.last_arrival >= idle_seconds:
             return max(self.open_windows)
         target = (self.watermark_ns - self.lateness_ns) // self.window_ns - 1
         return target if target >= min(self.open_windows) else None
@@ -192,12 +198,13 @@ class FlowWindows:
         self.stats.frames_in += 1
         self.stats.packets_in += decoded.packet_count
 
-    def due(self, now: float | None = None) -> list[ClosedWindows]:
-        """Close what the watermarks and idle timers allow."""
+    def due(self, now: float | None = None, caught_up: Callable[[int], bool] = lambda _p: True) -> list[ClosedWindows]:
+        """Close what the watermarks and idle timers allow; ``caught_up(partition)`` says
+        whether a partition has no unread frames (only then can it be idle)."""
         now = time.monotonic() if now is None else now
         closed = []
-        for state in self._partitions.values():
-            target = state.close_target(self.idle_seconds, now)
+        for partition, state in self._partitions.items():
+            target = state.close_target(self.idle_seconds, now, caught_up(partition))
             if target is not None:
                 closed.append(self._record(state.close(target)))
         return closed

@@ -28,6 +28,7 @@ from schemas import frame
 log = logging.getLogger(__name__)
 
 Ack = Callable[[Any], None]
+Highwater = Callable[[int], int | None]
 
 
 @dataclass(slots=True)
@@ -63,28 +64,37 @@ class FlowWorker:
         self.dead_letter = dead_letter
         self.stats = WriterStats()
         self._ack: Ack = lambda _m: None
+        self._highwater: Highwater = lambda _p: None
+        self._next_offset: dict[int, int] = {}
         self._pending: list[ClosedWindows] = []
         self._pending_rows = 0
         self._pending_since: float | None = None
+        self._writing_rows = 0
         self._flush_lock = asyncio.Lock()
 
-    def bind_ack(self, ack: Ack) -> None:
-        """Set how a message is acknowledged (the Faust app passes its consumer's ack)."""
+    def bind_consumer(self, ack: Ack, highwater: Highwater) -> None:
+        """How to acknowledge a message and read a partition's highwater mark (from Faust)."""
         self._ack = ack
+        self._highwater = highwater
+
+    def _caught_up(self, partition: int) -> bool:
+        highwater = self._highwater(partition)
+        return highwater is None or self._next_offset.get(partition, 0) >= highwater
 
     async def on_message(self, message: Any) -> None:
+        self._next_offset[message.partition] = message.offset + 1
         try:
             decoded = frame.decode(message.value)
         except FrameError as exc:
             await self._reject(message, exc)
             return
         self.windows.add(message.partition, decoded, message)
-        self._collect(self.windows.due())
+        self._collect(self.windows.due(caught_up=self._caught_up))
         if self._flush_due():
             await self.flush()
 
     async def tick(self) -> None:
-        self._collect(self.windows.due())
+        self._collect(self.windows.due(caught_up=self._caught_up))
         if self._flush_due():
             await self.flush()
 
@@ -122,9 +132,11 @@ class FlowWorker:
             if not pending:
                 return
             started = time.monotonic()
+            self._writing_rows = sum(c.flows.size for c in pending)
             try:
                 rows = await asyncio.to_thread(self._write, pending)
             except FlowLogsError as exc:
+                self._writing_rows = 0
                 # Keep the windows (and their unacked frames) for the next try.
                 self._pending = pending + self._pending
                 self._pending_rows = sum(c.flows.size for c in self._pending)
@@ -132,6 +144,7 @@ class FlowWorker:
                 self.stats.write_failures += 1
                 log.error("writing %d closed windows failed, will retry: %s", len(pending), exc)
                 return
+            self._writing_rows = 0
             for closed in pending:
                 for message in closed.messages:
                     self._ack(message)
@@ -151,6 +164,6 @@ class FlowWorker:
             **asdict(self.windows.stats),
             **asdict(self.stats),
             "open_windows": self.windows.open_window_count(),
-            "pending_rows": self._pending_rows,
+            "pending_rows": self._pending_rows + self._writing_rows,
             "enis": len(self.windows.enis.ids),
         }
