@@ -1,9 +1,11 @@
 """Vectorised flow aggregation: packets → per-(window, ENI, 5-tuple, direction) counters.
 
-No Python loop runs per packet or per flow here. A batch of packets becomes a key matrix
-of six uint64 columns; rows are grouped by sorting a 64-bit hash of the key, then checked
-against the full key (a hash collision falls back to an exact lexicographic sort, so
-grouping is always exact); counters are reduced with ``ufunc.reduceat``.
+No Python loop runs per packet or per flow here. A batch of packets becomes six uint64 key
+columns (stored column-major: each column contiguous, which makes building, hashing and
+gathering them several times cheaper than a row-major matrix); rows are grouped by
+sorting a 64-bit hash of the key, then checked against the full key (a hash collision
+falls back to an exact lexicographic sort, so grouping is always exact); counters are
+reduced with ``ufunc.reduceat``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from schemas.frame import Packets
 
 KEY_WIDTH = 6
-# Key layout (uint64 columns):
+# Key layout (uint64 key rows, i.e. keys[i] is column i of the flow key):
 #   0,1  source address (16 bytes)        2,3  destination address
 #   4    ENI index << 32 | src_port << 16 | dst_port
 #   5    window index << 16 | protocol << 8 | direction
@@ -28,7 +30,7 @@ _MIX2 = np.uint64(0xBF58476D1CE4E5B9)
 
 
 class FlowAggregate(NamedTuple):
-    """Counters for distinct flow keys; ``keys`` is (n, KEY_WIDTH) uint64, unique per row."""
+    """Counters for distinct flow keys; ``keys`` is (KEY_WIDTH, n) uint64, unique per column."""
 
     keys: np.ndarray
     packets: np.ndarray  # uint64
@@ -40,44 +42,44 @@ class FlowAggregate(NamedTuple):
     @property
     def size(self) -> int:
         """Number of flows (``len()`` of a NamedTuple is its field count, so not that)."""
-        return int(self.keys.shape[0])
+        return int(self.keys.shape[1])
 
     @property
     def window(self) -> np.ndarray:
-        return self.keys[:, 5] >> _WINDOW_SHIFT
+        return self.keys[5] >> _WINDOW_SHIFT
 
     @property
     def eni(self) -> np.ndarray:
-        return (self.keys[:, 4] >> _ENI_SHIFT).astype(np.uint32)
+        return (self.keys[4] >> _ENI_SHIFT).astype(np.uint32)
 
     @property
     def src_port(self) -> np.ndarray:
-        return ((self.keys[:, 4] >> _SPORT_SHIFT) & np.uint64(0xFFFF)).astype(np.uint16)
+        return ((self.keys[4] >> _SPORT_SHIFT) & np.uint64(0xFFFF)).astype(np.uint16)
 
     @property
     def dst_port(self) -> np.ndarray:
-        return (self.keys[:, 4] & np.uint64(0xFFFF)).astype(np.uint16)
+        return (self.keys[4] & np.uint64(0xFFFF)).astype(np.uint16)
 
     @property
     def protocol(self) -> np.ndarray:
-        return ((self.keys[:, 5] >> _PROTO_SHIFT) & np.uint64(0xFF)).astype(np.uint8)
+        return ((self.keys[5] >> _PROTO_SHIFT) & np.uint64(0xFF)).astype(np.uint8)
 
     @property
     def direction(self) -> np.ndarray:
-        return (self.keys[:, 5] & np.uint64(0xFF)).astype(np.uint8)
+        return (self.keys[5] & np.uint64(0xFF)).astype(np.uint8)
 
     def address(self, which: str) -> np.ndarray:
         """``src`` or ``dst`` addresses as a contiguous (n,) V16 column."""
-        cols = self.keys[:, 0:2] if which == "src" else self.keys[:, 2:4]
-        return np.ascontiguousarray(cols).view("V16").reshape(-1)
+        rows = self.keys[0:2] if which == "src" else self.keys[2:4]
+        return np.ascontiguousarray(rows.T).view("V16").reshape(-1)
 
     def select(self, mask: np.ndarray) -> "FlowAggregate":
-        return FlowAggregate(*(col[mask] for col in self))
+        return FlowAggregate(self.keys[:, mask], *(col[mask] for col in self[1:]))
 
 
 def empty() -> FlowAggregate:
     return FlowAggregate(
-        np.empty((0, KEY_WIDTH), np.uint64),
+        np.empty((KEY_WIDTH, 0), np.uint64),
         np.empty(0, np.uint64),
         np.empty(0, np.uint64),
         np.empty(0, np.uint64),
@@ -87,51 +89,55 @@ def empty() -> FlowAggregate:
 
 
 def hash_rows(keys: np.ndarray) -> np.ndarray:
-    """A 64-bit mix of each key row (not cryptographic; collisions are handled by callers)."""
-    h = np.zeros(keys.shape[0], dtype=np.uint64)
-    for i in range(keys.shape[1]):
-        h ^= keys[:, i]
+    """A 64-bit mix of each key (column of ``keys``); not cryptographic, callers handle collisions."""
+    h = np.zeros(keys.shape[1], dtype=np.uint64)
+    tmp = np.empty_like(h)
+    for column in keys:
+        h ^= column
         h *= _MIX
-        h ^= h >> np.uint64(31)
+        np.right_shift(h, np.uint64(31), out=tmp)
+        h ^= tmp
     h *= _MIX2
-    h ^= h >> np.uint64(29)
+    np.right_shift(h, np.uint64(29), out=tmp)
+    h ^= tmp
     return h
 
 
 def flow_keys(packets: Packets, eni_index: np.ndarray, window_ns: int) -> np.ndarray:
-    """The (n, 6) uint64 key matrix of a packet batch; ``eni_index`` is per packet (uint32)."""
+    """The (6, n) uint64 keys of a packet batch; ``eni_index`` is per packet (uint32)."""
     n = packets.size
-    keys = np.empty((n, KEY_WIDTH), dtype=np.uint64)
-    keys[:, 0:2] = packets.src_addr.view(np.uint64).reshape(n, 2)
-    keys[:, 2:4] = packets.dst_addr.view(np.uint64).reshape(n, 2)
-    keys[:, 4] = (
-        (eni_index.astype(np.uint64) << _ENI_SHIFT)
-        | (packets.src_port.astype(np.uint64) << _SPORT_SHIFT)
-        | packets.dst_port.astype(np.uint64)
-    )
-    window = packets.capture_time_ns // np.uint64(window_ns)
-    keys[:, 5] = (
-        (window << _WINDOW_SHIFT)
-        | (packets.protocol.astype(np.uint64) << _PROTO_SHIFT)
-        | packets.direction.astype(np.uint64)
-    )
+    keys = np.empty((KEY_WIDTH, n), dtype=np.uint64)
+    src = packets.src_addr.view(np.uint64).reshape(n, 2)
+    dst = packets.dst_addr.view(np.uint64).reshape(n, 2)
+    keys[0], keys[1], keys[2], keys[3] = src[:, 0], src[:, 1], dst[:, 0], dst[:, 1]
+    np.left_shift(eni_index, _ENI_SHIFT, out=keys[4], dtype=np.uint64)
+    keys[4] |= packets.src_port.astype(np.uint64) << _SPORT_SHIFT
+    keys[4] |= packets.dst_port
+    np.left_shift(packets.capture_time_ns // np.uint64(window_ns), _WINDOW_SHIFT, out=keys[5])
+    keys[5] |= packets.protocol.astype(np.uint64) << _PROTO_SHIFT
+    keys[5] |= packets.direction
     return keys
 
 
 def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(order, starts): ``keys[order]`` puts equal rows together; groups begin at ``starts``."""
-    n = keys.shape[0]
     h = hash_rows(keys)
     order = np.argsort(h)
-    hs = h[order]
+    hs = np.take(h, order)
     same_hash = hs[1:] == hs[:-1]
     starts = np.flatnonzero(np.concatenate(([True], ~same_hash)))
     # Neighbours with equal hashes must have equal keys; otherwise two keys collided.
-    ks = keys[order]
-    if ((ks[1:] != ks[:-1]).any(axis=1) & same_hash).any():
-        order = np.lexsort(keys.T[::-1])
-        ks = keys[order]
-        starts = np.flatnonzero(np.concatenate(([True], (ks[1:] != ks[:-1]).any(axis=1))))
+    differs = np.zeros(len(same_hash), dtype=bool)
+    for column in keys:
+        sorted_column = np.take(column, order)
+        differs |= sorted_column[1:] != sorted_column[:-1]
+    if (differs & same_hash).any():
+        order = np.lexsort(keys[::-1])
+        differs[:] = False
+        for column in keys:
+            sorted_column = np.take(column, order)
+            differs |= sorted_column[1:] != sorted_column[:-1]
+        starts = np.flatnonzero(np.concatenate(([True], differs)))
     return order, starts
 
 
@@ -143,21 +149,22 @@ def _reduce(
     last_ns: np.ndarray,
     tcp_flags: np.ndarray,
 ) -> FlowAggregate:
-    n = keys.shape[0]
+    n = keys.shape[1]
     if n == 0:
         return empty()
     order, starts = _group(keys)
     if packets is None:
         counts = np.diff(np.append(starts, n)).astype(np.uint64)
     else:
-        counts = np.add.reduceat(packets[order], starts)
+        counts = np.add.reduceat(np.take(packets, order), starts)
+    first_of_group = np.take(order, starts)
     return FlowAggregate(
-        keys=keys[order[starts]],
+        keys=np.take(keys, first_of_group, axis=1),
         packets=counts,
-        bytes=np.add.reduceat(byte_counts[order].astype(np.uint64, copy=False), starts),
-        first_ns=np.minimum.reduceat(first_ns[order], starts),
-        last_ns=np.maximum.reduceat(last_ns[order], starts),
-        tcp_flags=np.bitwise_or.reduceat(tcp_flags[order], starts),
+        bytes=np.add.reduceat(np.take(byte_counts, order).astype(np.uint64, copy=False), starts),
+        first_ns=np.minimum.reduceat(np.take(first_ns, order), starts),
+        last_ns=np.maximum.reduceat(np.take(last_ns, order), starts),
+        tcp_flags=np.bitwise_or.reduceat(np.take(tcp_flags, order), starts),
     )
 
 
@@ -174,5 +181,6 @@ def merge(parts: list[FlowAggregate]) -> FlowAggregate:
         return empty()
     if len(parts) == 1:
         return parts[0]
-    cols = [np.concatenate(c) for c in zip(*parts)]
-    return _reduce(*cols)
+    keys = np.concatenate([p.keys for p in parts], axis=1)
+    cols = [np.concatenate(c) for c in zip(*(p[1:] for p in parts))]
+    return _reduce(keys, *cols)

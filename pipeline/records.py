@@ -76,7 +76,7 @@ class FlowRecordBuilder:
         eni = flows.eni
         # flow-id must not depend on this process's ENI numbering, so hash the ENI id instead.
         stable = flows.keys.copy()
-        stable[:, 4] = (stable[:, 4] & np.uint64(0xFFFFFFFF)) ^ self._eni_hashes()[eni]
+        stable[4] = (stable[4] & np.uint64(0xFFFFFFFF)) ^ self._eni_hashes()[eni]
         src = flows.address("src")
         return {
             "version": np.full(n, flow_record.RECORD_VERSION, np.uint8),
