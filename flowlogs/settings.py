@@ -32,6 +32,9 @@ class KafkaSettings(_Section):
     topic_prefix: str = "flowlogs."
     partitions: int = Field(8, ge=1, description="partitions of topics this project creates")
     replication_factor: int = Field(1, ge=1)
+    session_timeout_seconds: float = Field(
+        10.0, ge=6, description="consumer-group session timeout; short keeps group joins fast (Tansu waits it out)"
+    )
     frame_retention_hours: float = Field(24, gt=0, description="how long raw frames stay on the frames topic")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None

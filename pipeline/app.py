@@ -58,6 +58,8 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store) -> faust.Ap
         stream_wait_empty=False,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.kafka.session_timeout_seconds,
+        broker_heartbeat_interval=settings.kafka.session_timeout_seconds / 4,
         broker_commit_livelock_soft_timeout=quiet_for,
         consumer_max_fetch_size=16 * 1024 * 1024,
         broker_max_poll_records=500,

@@ -1,0 +1,53 @@
+"""The `flowlogs` command: clear errors for bad input, without tracebacks."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+
+def flowlogs(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLOGS_")}
+    environment.update(FLOWLOGS_HOME=str(home), **env)
+    return subprocess.run(
+        [sys.executable, "-m", "flowlogs.cli", *args], env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    out = flowlogs("--help", home=tmp_path)
+    assert out.returncode == 0
+    for command in ("broker", "agent", "worker", "up", "query", "schemas"):
+        assert command in out.stdout
+
+
+def test_worker_without_a_broker_says_how_to_get_one(tmp_path: Path) -> None:
+    out = flowlogs("worker", home=tmp_path)
+    assert out.returncode == 2
+    assert "no Kafka broker" in out.stderr and "flowlogs broker" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_agent_needs_a_source(tmp_path: Path) -> None:
+    out = flowlogs("agent", home=tmp_path)
+    assert out.returncode == 2
+    assert "--synthetic" in out.stderr
+
+
+def test_invalid_setting_names_the_variable(tmp_path: Path) -> None:
+    out = flowlogs("query", "SELECT 1", home=tmp_path, FLOWLOGS_STORE__BATCH_ROWS="lots")
+    assert out.returncode == 2
+    assert "batch_rows" in out.stderr
+
+
+def test_query_opens_a_free_store_and_reports_bad_sql(tmp_path: Path) -> None:
+    ok = flowlogs("query", "SELECT count() AS n FROM flows", "--format", "json", home=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert orjson.loads(ok.stdout) == {"n": 0}
+    bad = flowlogs("query", "SELEKT nonsense", home=tmp_path)
+    assert bad.returncode == 2
+    assert "query failed" in bad.stderr and "Traceback" not in bad.stderr
+    write = flowlogs("query", "DROP TABLE flows", home=tmp_path)
+    assert write.returncode == 2 and "readonly" in write.stderr.lower()
