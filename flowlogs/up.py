@@ -26,8 +26,11 @@ console = Console()
 
 
 def _progress(sent: PublisherStats, worker: dict[str, Any], elapsed: float) -> Table:
-    table = Table(title=f"flowlogs up — {elapsed:5.1f} s", show_header=True)
-    for col in ("packets sent", "packets in", "lag (packets)", "flows out", "rows stored", "open windows", "dead letters"):
+    table = Table(
+        title=f"flowlogs up — {elapsed:5.1f} s",
+        caption="packets sent by the agent / received by the worker; flow records out / stored; open windows; dead letters",
+    )
+    for col in ("sent", "received", "lag", "flows", "stored", "windows", "dead"):
         table.add_column(col, justify="right")
     packets_in = int(worker.get("packets_in", 0))
     table.add_row(

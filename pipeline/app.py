@@ -69,8 +69,8 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store) -> faust.Ap
         datadir=str(settings.home / "faust"),
         **extra,
     )
-    frames = app.topic(settings.topic(topics.FRAMES.suffix), value_serializer="raw", key_serializer="raw")
     frames_topic = settings.topic(topics.FRAMES.suffix)
+    frames = app.topic(frames_topic, value_serializer="raw", key_serializer="raw")
     worker.bind_consumer(
         ack=lambda message: message.ack(app.consumer),
         highwater=lambda partition: app.consumer.highwater(TP(frames_topic, partition)),

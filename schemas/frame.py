@@ -34,49 +34,45 @@ DIRECTION_INGRESS = 0
 DIRECTION_EGRESS = 1
 
 
-class HeaderField(NamedTuple):
+class FieldSpec(NamedTuple):
+    """One header field or packet column: name, numpy dtype string, meaning."""
+
     name: str
     dtype: str
     doc: str
 
 
-HEADER_FIELDS: tuple[HeaderField, ...] = (
-    HeaderField("magic", "S4", 'ASCII "FLPM"'),
-    HeaderField("version", "<u2", "frame format version; this document describes 1"),
-    HeaderField("header_size", "<u2", "bytes before the ENI table; 64 in version 1"),
-    HeaderField("agent_id", "S16", "agent name, ASCII, NUL-padded"),
-    HeaderField("sequence", "<u8", "per-agent frame sequence number, +1 per frame, from 0"),
-    HeaderField("packet_count", "<u4", "rows in every column"),
-    HeaderField("eni_count", "<u2", "entries in the ENI table"),
-    HeaderField("flags", "<u2", "reserved, 0"),
-    HeaderField("first_time_ns", "<u8", "smallest capture_time_ns in the frame"),
-    HeaderField("last_time_ns", "<u8", "largest capture_time_ns in the frame"),
-    HeaderField("dropped_packets", "<u4", "packets the agent dropped for these ENIs since its previous frame"),
-    HeaderField("body_size", "<u4", "bytes after the header: ENI table plus columns"),
+HEADER_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("magic", "S4", 'ASCII "FLPM"'),
+    FieldSpec("version", "<u2", "frame format version; this document describes 1"),
+    FieldSpec("header_size", "<u2", "bytes before the ENI table; 64 in version 1"),
+    FieldSpec("agent_id", "S16", "agent name, ASCII, NUL-padded"),
+    FieldSpec("sequence", "<u8", "per-agent frame sequence number, +1 per frame, from 0"),
+    FieldSpec("packet_count", "<u4", "rows in every column"),
+    FieldSpec("eni_count", "<u2", "entries in the ENI table"),
+    FieldSpec("flags", "<u2", "reserved, 0"),
+    FieldSpec("first_time_ns", "<u8", "smallest capture_time_ns in the frame"),
+    FieldSpec("last_time_ns", "<u8", "largest capture_time_ns in the frame"),
+    FieldSpec("dropped_packets", "<u4", "packets the agent dropped for these ENIs since its previous frame"),
+    FieldSpec("body_size", "<u4", "bytes after the header: ENI table plus columns"),
 )
 
 HEADER_DTYPE = np.dtype([(f.name, f.dtype) for f in HEADER_FIELDS])
 assert HEADER_DTYPE.itemsize == HEADER_SIZE, HEADER_DTYPE.itemsize
 
 
-class Column(NamedTuple):
-    name: str
-    dtype: str
-    doc: str
-
-
-COLUMNS: tuple[Column, ...] = (
-    Column("capture_time_ns", "<u8", "capture time, nanoseconds since the Unix epoch (UTC)"),
-    Column("src_addr", "V16", "source IP address, network byte order; IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d)"),
-    Column("dst_addr", "V16", "destination IP address, same encoding as src_addr"),
-    Column("ip_length", "<u4", "IP total length (IPv4 total length, IPv6 40 + payload length): the flow record's bytes"),
-    Column("wire_length", "<u4", "length of the packet on the wire (link layer included)"),
-    Column("src_port", "<u2", "TCP/UDP source port; 0 for other protocols"),
-    Column("dst_port", "<u2", "TCP/UDP destination port; ICMP/ICMPv6: type << 8 | code; 0 otherwise"),
-    Column("eni", "<u2", "index of the packet's ENI in the frame's ENI table"),
-    Column("protocol", "u1", "IP protocol number (IPv6: the upper-layer header)"),
-    Column("tcp_flags", "u1", "TCP flags byte (CWR ECE URG ACK PSH RST SYN FIN); 0 for non-TCP"),
-    Column("direction", "u1", "0 = ingress, 1 = egress, relative to the ENI"),
+COLUMNS: tuple[FieldSpec, ...] = (
+    FieldSpec("capture_time_ns", "<u8", "capture time, nanoseconds since the Unix epoch (UTC)"),
+    FieldSpec("src_addr", "V16", "source IP address, network byte order; IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d)"),
+    FieldSpec("dst_addr", "V16", "destination IP address, same encoding as src_addr"),
+    FieldSpec("ip_length", "<u4", "IP total length (IPv4 total length, IPv6 40 + payload length): the flow record's bytes"),
+    FieldSpec("wire_length", "<u4", "length of the packet on the wire (link layer included)"),
+    FieldSpec("src_port", "<u2", "TCP/UDP source port; 0 for other protocols"),
+    FieldSpec("dst_port", "<u2", "TCP/UDP destination port; ICMP/ICMPv6: type << 8 | code; 0 otherwise"),
+    FieldSpec("eni", "<u2", "index of the packet's ENI in the frame's ENI table"),
+    FieldSpec("protocol", "u1", "IP protocol number (IPv6: the upper-layer header)"),
+    FieldSpec("tcp_flags", "u1", "TCP flags byte (CWR ECE URG ACK PSH RST SYN FIN); 0 for non-TCP"),
+    FieldSpec("direction", "u1", "0 = ingress, 1 = egress, relative to the ENI"),
 )
 
 PACKET_DTYPE = np.dtype([(c.name, c.dtype) for c in COLUMNS])
