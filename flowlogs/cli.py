@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from flowlogs.errors import FlowLogsError
+from flowlogs.errors import FlowLogsError, interrupt
 from flowlogs.settings import Settings, load_settings
 
 console = Console(stderr=True)
@@ -25,10 +25,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "bootstrap", None):
         settings = settings.with_section("kafka", bootstrap_servers=args.bootstrap)
     return settings
-
-
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -46,7 +42,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     broker.write_runfile(settings.home)
     print(bootstrap, flush=True)
     console.print(f"[green]{broker.resolved_kind()} broker ready[/] at {bootstrap}; log {broker.log_path}. Ctrl-C stops it.")
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         broker.wait()
     except KeyboardInterrupt:

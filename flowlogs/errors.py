@@ -53,3 +53,8 @@ class StoreError(FlowLogsError):
 
 class StoreLockedError(StoreError):
     """Another live process owns the embedded chDB data directory."""
+
+
+def interrupt(*_: object) -> None:
+    """Signal handler that stops a command the way Ctrl-C does (its cleanup runs)."""
+    raise KeyboardInterrupt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import threading
 import time
 import urllib.error
@@ -16,7 +17,7 @@ from agents.publisher import PublisherStats
 from agents.runner import run_synthetic
 from agents.synthetic import SyntheticConfig, synthetic_inventory
 from deploy.broker import LocalBroker, free_port, running_bootstrap
-from flowlogs.errors import FlowLogsError
+from flowlogs.errors import FlowLogsError, interrupt
 from flowlogs.kafka import ensure_topics
 from flowlogs.settings import Settings
 from pipeline import reports
@@ -46,6 +47,9 @@ def _progress(sent: PublisherStats, worker: dict[str, Any], elapsed: float) -> T
 
 
 def run_up(settings: Settings, args: argparse.Namespace) -> int:
+    # A closed terminal or a `kill` stops `up` the way Ctrl-C does: children are cleaned up.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
     home = settings.home
     home.mkdir(parents=True, exist_ok=True)
     broker: LocalBroker | None = None
@@ -85,25 +89,28 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
         since = int(time.time()) // args.window * args.window
         agent.start()
         stats: dict[str, Any] = {}
-        try:
-            with Live(_progress(sent, stats, 0), console=console, refresh_per_second=4) as live:
+        with Live(_progress(sent, stats, 0), console=console, refresh_per_second=4) as live:
+
+            def refresh() -> None:
+                nonlocal stats
+                stats = _safe_stats(worker, stats)
+                live.update(_progress(sent, stats, time.monotonic() - started))
+
+            try:
                 while agent.is_alive():
                     agent.join(0.5)
-                    stats = _safe_stats(worker, stats)
-                    live.update(_progress(sent, stats, time.monotonic() - started))
-                # Let the worker catch up with everything sent, then write every open window.
-                deadline = time.monotonic() + 60
-                while int(stats.get("packets_in", 0)) < sent.packets and time.monotonic() < deadline:
-                    time.sleep(0.5)
-                    stats = _safe_stats(worker, stats)
-                    live.update(_progress(sent, stats, time.monotonic() - started))
-                stats = worker.post("/drain")
-                live.update(_progress(sent, stats, time.monotonic() - started))
-        except KeyboardInterrupt:
-            console.print("stopping…")
-            stop.set()
-            agent.join()
-            stats = worker.post("/drain")
+                    refresh()
+            except KeyboardInterrupt:
+                console.print("stopping the agent…")
+                stop.set()
+                agent.join()
+            # Let the worker catch up with everything sent, then write every open window.
+            deadline = time.monotonic() + 60
+            while int(stats.get("packets_in", 0)) < sent.packets and time.monotonic() < deadline:
+                time.sleep(0.5)
+                refresh()
+            worker.post("/drain")
+            refresh()
         if failure:
             raise FlowLogsError(f"the synthetic agent failed: {failure[0]}")
         console.print()
