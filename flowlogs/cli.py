@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from flowlogs.errors import FlowLogsError, interrupt
+from flowlogs.output import print_table
 from flowlogs.settings import Settings, load_settings
 
 console = Console(stderr=True)
@@ -117,15 +117,6 @@ def cmd_query(args: argparse.Namespace) -> int:
     else:
         print_table(columns, rows)
     return 0
-
-
-def print_table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c, justify="right" if rows and isinstance(rows[0][columns.index(c)], (int, float)) else "left")
-    for row in rows:
-        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row))
-    Console().print(table)
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from agents.synthetic import SyntheticConfig, synthetic_inventory
 from deploy.broker import LocalBroker, free_port, running_bootstrap
 from flowlogs.errors import FlowLogsError, interrupt
 from flowlogs.kafka import ensure_topics
+from flowlogs.output import print_table
 from flowlogs.settings import Settings
 from pipeline import reports
 from pipeline.process import WorkerProcess
@@ -74,13 +75,13 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
         console.print(f"worker API at [bold]{worker.api}[/]; log {worker.log_path}")
         stop = threading.Event()
         sent = PublisherStats()
-        failure: list[BaseException] = []
+        failure: list[Exception] = []
 
         def produce() -> None:
             config = SyntheticConfig(enis=args.enis, flows=args.flows, rate=args.rate, duration=args.duration, seed=seed)
             try:
                 run_synthetic(settings, config, stop=stop, on_progress=lambda s: _copy(s, sent))
-            except BaseException as exc:  # reported by the main thread
+            except Exception as exc:  # reported by the main thread, after cleanup of the others
                 failure.append(exc)
 
         agent = threading.Thread(target=produce, name="synthetic-agent", daemon=True)
@@ -115,8 +116,6 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
             raise FlowLogsError(f"the synthetic agent failed: {failure[0]}")
         console.print()
         columns, rows = worker.query(reports.top_talkers(10, since))
-        from flowlogs.cli import print_table
-
         print_table(columns, rows, title="Top talkers (bytes)")
         t_cols, t_rows = worker.query(reports.totals(since))
         totals = dict(zip(t_cols, t_rows[0]))

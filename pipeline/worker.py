@@ -10,6 +10,7 @@ acknowledged, so Faust's committed offset never runs ahead of the store.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +39,18 @@ class WriterStats:
     batches_written: int = 0
     write_failures: int = 0
     last_flush_seconds: float = 0.0
+
+
+class WriteBatch:
+    """Closed windows written together; ``token`` identifies exactly this content."""
+
+    def __init__(self, closed: list[ClosedWindows]) -> None:
+        self.closed = closed
+        self.rows = sum(c.flows.size for c in closed)
+        identity = [
+            (c.partition, tuple(c.windows), tuple(sorted(m.offset for m in c.messages)), c.flows.size) for c in closed
+        ]
+        self.token = hashlib.blake2b(repr(identity).encode(), digest_size=16).hexdigest()
 
 
 class FlowWorker:
@@ -70,6 +83,8 @@ class FlowWorker:
         self._pending_rows = 0
         self._pending_since: float | None = None
         self._writing_rows = 0
+        self._failed: WriteBatch | None = None
+        self._failed_at = 0.0
         self._flush_lock = asyncio.Lock()
 
     def bind_consumer(self, ack: Ack, highwater: Highwater) -> None:
@@ -120,43 +135,51 @@ class FlowWorker:
                 self._pending_since = time.monotonic()
 
     def _flush_due(self) -> bool:
+        now = time.monotonic()
+        store = self.settings.store
+        if self._failed is not None:
+            return now - self._failed_at >= store.batch_seconds
         if self._pending_since is None:
             return False
-        store = self.settings.store
-        return self._pending_rows >= store.batch_rows or time.monotonic() - self._pending_since >= store.batch_seconds
+        return self._pending_rows >= store.batch_rows or now - self._pending_since >= store.batch_seconds
 
     async def flush(self) -> None:
+        """Write the failed batch again if there is one, else everything pending; then ack."""
         async with self._flush_lock:
-            pending, self._pending = self._pending, []
-            self._pending_rows, self._pending_since = 0, None
-            if not pending:
-                return
+            batch = self._failed
+            if batch is None:
+                if not self._pending:
+                    return
+                batch = WriteBatch(self._pending)
+                self._pending, self._pending_rows, self._pending_since = [], 0, None
             started = time.monotonic()
-            self._writing_rows = sum(c.flows.size for c in pending)
+            self._writing_rows = batch.rows
             try:
-                rows = await asyncio.to_thread(self._write, pending)
+                await asyncio.to_thread(self._write, batch)
             except FlowLogsError as exc:
-                self._writing_rows = 0
-                # Keep the windows (and their unacked frames) for the next try.
-                self._pending = pending + self._pending
-                self._pending_rows = sum(c.flows.size for c in self._pending)
-                self._pending_since = time.monotonic()
+                # Keep the batch, and its unacknowledged frames, to write again unchanged.
+                self._failed, self._failed_at = batch, time.monotonic()
                 self.stats.write_failures += 1
-                log.error("writing %d closed windows failed, will retry: %s", len(pending), exc)
+                log.error(
+                    "writing %d flow rows of %d closed windows failed; retrying in %.0f s: %s",
+                    batch.rows, len(batch.closed), self.settings.store.batch_seconds, exc,
+                )
                 return
-            self._writing_rows = 0
-            for closed in pending:
+            finally:
+                self._writing_rows = 0
+            self._failed = None
+            for closed in batch.closed:
                 for message in closed.messages:
                     self._ack(message)
-            self.stats.rows_written += rows
+            self.stats.rows_written += batch.rows
             self.stats.batches_written += 1
             self.stats.last_flush_seconds = time.monotonic() - started
 
-    def _write(self, pending: list[ClosedWindows]) -> int:
-        with_rows = [c for c in pending if c.flows.size]
-        self.store_sink.write([self.builder.arrow(c.flows) for c in with_rows])
+    def _write(self, batch: "WriteBatch") -> None:
+        with_rows = [c for c in batch.closed if c.flows.size]
+        # A retried batch carries the same token, so the store drops an insert it already has.
+        self.store_sink.write([self.builder.arrow(c.flows) for c in with_rows], dedup_token=batch.token)
         self.flows_sink.write(chain.from_iterable(self.builder.json_lines(c.flows) for c in with_rows), timeout=120.0)
-        return sum(c.flows.size for c in with_rows)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters for /stats and `flowlogs up`."""
