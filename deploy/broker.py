@@ -60,10 +60,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "flowlogs"
 
 
+def _jars_dir(cache_dir: Path) -> Path:
+    # Keyed by the pom's content: changing the pinned version fetches a fresh set.
+    return cache_dir / f"kafka-{hashlib.sha256(POM.read_bytes()).hexdigest()[:12]}" / "libs"
+
+
 def fetch_kafka_jars(cache_dir: Path) -> Path:
     """Copy the pinned Kafka jars into ``cache_dir`` once; return the directory holding them."""
-    pom_hash = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
-    libs = cache_dir / f"kafka-{pom_hash}" / "libs"
+    libs = _jars_dir(cache_dir)
     if (libs / ".complete").exists():
         return libs
     mvn = shutil.which("mvn")
@@ -131,9 +135,13 @@ class LocalBroker:
         return self.data_dir / "broker.log"
 
     def resolved_kind(self) -> str:
+        """``auto`` means Apache Kafka when java can run it (and its jars are cached or Maven
+        can fetch them), else Tansu."""
         if self.kind != "auto":
             return self.kind
-        return "kafka" if shutil.which("java") else "tansu"
+        jars = _jars_dir(self.cache_dir)
+        can_fetch = shutil.which("mvn") is not None or (jars / ".complete").exists()
+        return "kafka" if shutil.which("java") and can_fetch else "tansu"
 
     def start(self, timeout: float = 90.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
