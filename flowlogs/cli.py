@@ -57,13 +57,15 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from agents.runner import run_synthetic
     from agents.synthetic import SyntheticConfig
 
-    if not args.synthetic:
-        raise FlowLogsError("choose a source: --synthetic (pcap, AF_PACKET and mirror sessions come next)")
+    if bool(args.synthetic) == bool(args.pcap):
+        raise FlowLogsError("choose one source: --synthetic or --pcap FILE… (AF_PACKET and mirror sessions come next)")
     settings = _settings(args)
     if args.frame_packets:
         settings = settings.with_section("agent", frame_packets=args.frame_packets)
     if args.agent_id:
         settings = settings.with_section("agent", agent_id=args.agent_id)
+    if args.pcap:
+        return _agent_pcap(settings, args)
     config = SyntheticConfig(
         enis=args.enis, flows=args.flows, rate=args.rate, duration=args.duration, seed=args.seed, pace=not args.fast
     )
@@ -80,6 +82,19 @@ def cmd_agent(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary), flush=True)
     return 0 if stats.failed_frames == 0 else 1
+
+
+def _agent_pcap(settings: Settings, args: argparse.Namespace) -> int:
+    from agents.enis import EniResolver
+    from agents.runner import run_pcap
+    from schemas.inventory import load_inventory
+
+    if args.inventory is None:
+        raise FlowLogsError("--pcap needs --inventory FILE: it says which addresses belong to which ENI")
+    resolver = EniResolver(load_inventory(args.inventory))
+    summary = run_pcap(settings, args.pcap, resolver, speed=args.speed)
+    print(json.dumps(summary), flush=True)
+    return 0 if summary["failed_frames"] == 0 else 1
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -147,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("agent", help="capture packets and publish packet-metadata frames")
     a.add_argument("--synthetic", action="store_true", help="generate traffic instead of capturing")
+    a.add_argument("--pcap", type=Path, nargs="+", metavar="FILE", help="replay pcap/pcapng files (gzip too)")
+    a.add_argument("--inventory", type=Path, help="inventory YAML/JSON: ENIs and their addresses (with --pcap)")
+    a.add_argument("--speed", type=float, help="with --pcap: replay at this multiple of capture pace (default: as fast as possible)")
     a.add_argument("--enis", type=int, default=4)
     a.add_argument("--flows", type=int, default=1000, help="distinct flows")
     a.add_argument("--rate", type=float, default=20_000, help="packets per second")
