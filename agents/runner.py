@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from pathlib import Path
 
+from rich.console import Console
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
 from agents.decode import DecodeStats, decode
@@ -66,7 +67,7 @@ def run_pcap(settings: Settings, files: list[Path], resolver: EniResolver, *, sp
     try:
         with Progress(
             TextColumn("{task.description}"), TextColumn("{task.fields[packets]:,} packets"),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=Console(stderr=True),
         ) as progress:
             for reader in readers:
                 task = progress.add_task(reader.path.name, total=None, packets=0, rate="")
