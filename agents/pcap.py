@@ -134,8 +134,7 @@ class CaptureReader:
         self, buf: bytes, starts: np.ndarray, header_dtype: np.dtype, ns_per_tick: int, linktype: int
     ) -> RawPackets:
         data = np.frombuffer(buf + bytes(PAD), np.uint8)
-        idx = starts[:, None] + np.arange(16)
-        headers = data[idx].copy().view(header_dtype).reshape(-1)
+        headers = np.take(data, starts[:, None] + np.arange(16)).view(header_dtype).reshape(-1)
         time_ns = headers["sec"].astype(np.uint64) * np.uint64(1_000_000_000) + headers["frac"].astype(np.uint64) * np.uint64(ns_per_tick)
         self.stats.packets += len(starts)
         return RawPackets(
