@@ -56,6 +56,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _cluster_id() -> str:
+    """A KRaft cluster id like `kafka-storage random-uuid`: never starting with '-', which the
+    storage tool's argument parser would take for an option."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not candidate.startswith("-"):
+            return candidate
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "flowlogs"
 
@@ -219,7 +228,7 @@ class LocalBroker:
         jvm = [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
         if not (logs / "meta.properties").exists():
             # KRaft storage is formatted once; the controller port may change between runs.
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            cluster_id = _cluster_id()
             fmt = subprocess.run(
                 [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--standalone"],
                 capture_output=True,

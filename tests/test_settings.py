@@ -41,3 +41,4 @@ def test_with_section_validates() -> None:
     with pytest.raises(ConfigError, match="window_seconds"):
         Settings().with_section("worker", window_seconds=3)
     assert Settings().with_section("worker", window_seconds=5).worker.window_seconds == 5
+
