@@ -85,9 +85,9 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
                 failure.append(exc)
 
         agent = threading.Thread(target=produce, name="synthetic-agent", daemon=True)
-        started = time.monotonic()
-        # This run's windows: the synthetic agent stamps packets with the wall clock.
+        # This run's windows: the synthetic agent stamps packets with the wall clock, from now on.
         since = int(time.time()) // args.window * args.window
+        started = time.monotonic()
         agent.start()
         stats: dict[str, Any] = {}
         with Live(_progress(sent, stats, 0), console=console, refresh_per_second=4) as live:
