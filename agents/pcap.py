@@ -3,8 +3,9 @@
 A file is read in chunks; each chunk becomes a :class:`RawPackets` — the chunk's bytes
 plus, per packet, where its data starts, its captured and original length, its capture
 time and link type. Finding record boundaries is the one sequential step (each record's
-length says where the next begins); it only collects offsets. Every header field is then
-read with vectorised gathers (``agents/decode.py``).
+length says where the next begins): for classic pcap it is compiled with numba; pcapng
+blocks are still walked in Python (one struct read per block). Every header field is
+then read with vectorised gathers (``agents/decode.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import numba
 import numpy as np
 
 from flowlogs.errors import FlowLogsError
@@ -32,6 +34,29 @@ _PCAP_MAGICS = {
 }
 _PCAPNG_SHB = 0x0A0D0D0A
 _GZIP_MAGIC = b"\x1f\x8b"
+
+
+@numba.njit(cache=True, nogil=True)
+def _record_starts(buf: np.ndarray, big_endian: bool) -> tuple[np.ndarray, int]:
+    """Offsets of the complete pcap records in ``buf`` and where the first incomplete one begins.
+
+    The one sequential step of reading a capture (each record's length says where the next
+    begins), compiled, so no Python runs per packet.
+    """
+    size = buf.size
+    starts = np.empty(size // 16 + 1, np.int64)
+    count = 0
+    pos = 0
+    while pos + 16 <= size:
+        b0, b1, b2, b3 = np.int64(buf[pos + 8]), np.int64(buf[pos + 9]), np.int64(buf[pos + 10]), np.int64(buf[pos + 11])
+        caplen = (b0 << 24 | b1 << 16 | b2 << 8 | b3) if big_endian else (b3 << 24 | b2 << 16 | b1 << 8 | b0)
+        end = pos + 16 + caplen
+        if end > size:
+            break
+        starts[count] = pos
+        count += 1
+        pos = end
+    return starts[:count], pos
 
 
 class CaptureFileError(FlowLogsError):
@@ -107,24 +132,14 @@ class CaptureReader:
             raise CaptureFileError(f"{self.path}: pcap header is truncated")
         endian, ns_per_tick = _PCAP_MAGICS[head[:4]]
         linktype = struct.unpack(endian + "I", head[20:24])[0] & 0x0FFFFFFF
-        caplen_at = struct.Struct(endian + "I")
         header_dtype = np.dtype([("sec", endian + "u4"), ("frac", endian + "u4"), ("incl", endian + "u4"), ("orig", endian + "u4")])
         carry = b""
         while True:
             buf, eof = self._read(fh, carry)
-            size = len(buf)
-            starts = array("q")
-            pos = 0
-            # The sequential step: record boundaries only.
-            while pos + 16 <= size:
-                end = pos + 16 + caplen_at.unpack_from(buf, pos + 8)[0]
-                if end > size:
-                    break
-                starts.append(pos)
-                pos = end
+            starts, pos = _record_starts(np.frombuffer(buf, np.uint8), endian == ">")
             carry = buf[pos:]
-            if starts:
-                yield self._pcap_chunk(buf[:pos], np.frombuffer(starts, np.int64), header_dtype, ns_per_tick, linktype)
+            if starts.size:
+                yield self._pcap_chunk(buf[:pos], starts, header_dtype, ns_per_tick, linktype)
             if eof:
                 if carry:
                     self.stats.truncated_records += 1
