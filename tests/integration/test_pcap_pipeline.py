@@ -53,17 +53,17 @@ def test_pcap_replay_lands_per_flow(settings_factory, worker_factory, tmp_path: 
     assert summary["packets_read"] == total and summary["packets_sent"] == total and summary["unmatched"] == 0
 
     want: Counter = Counter()
-    for src, dst, proto, sport, dport, length, _flags in expected:
+    for src, _dst, proto, sport, dport, length, _flags in expected:
         eni = "eni-v6" if ":" in src else "eni-v4"
         want[(eni, proto, sport, dport, "packets")] += repeats
         want[(eni, proto, sport, dport, "bytes")] += length * repeats
     _wait_for(lambda: _stored_totals(worker)[0] >= total, 90, "the replayed packets in the store")
     _, rows = worker.query(
-        "SELECT interface_id, protocol, srcport, dstport, sum(packets), sum(bytes), any(vpc_id), any(flow_direction)"
+        "SELECT interface_id, protocol, srcport, dstport, sum(packets), sum(bytes), any(flow_direction)"
         " FROM flows GROUP BY interface_id, protocol, srcport, dstport"
     )
     got: Counter = Counter()
-    for eni, proto, sport, dport, pk, by, vpc, direction in rows:
+    for eni, proto, sport, dport, pk, by, direction in rows:
         got[(eni, proto, sport, dport, "packets")] += pk
         got[(eni, proto, sport, dport, "bytes")] += by
         assert direction == "egress"
