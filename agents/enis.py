@@ -43,15 +43,27 @@ class EniResolver:
                     f"inventory: address {ip.ipv4_mapped or ip} belongs to both {seen[raw]} and {self.eni_ids[i]}"
                 )
             seen[raw] = self.eni_ids[i]
-        self._addresses = np.array([raw for raw, _ in pairs], dtype="V16")
-        self._eni = np.array([i for _, i in pairs], dtype=np.uint16)
+        # Sorted by the address's last 8 bytes (which hold all of an IPv4-mapped address):
+        # integer search is far cheaper than comparing 16-byte values; a hit is then checked
+        # against the whole address.
+        addresses = np.array([raw for raw, _ in pairs], dtype="V16")
+        low = addresses.view(np.uint64).reshape(-1, 2)[:, 1] if pairs else np.empty(0, np.uint64)
+        order = np.argsort(low, kind="stable")
+        self._low = low[order]
+        self._addresses = addresses[order]
+        self._eni = np.array([i for _, i in pairs], dtype=np.uint16)[order]
+        self._low_unique = bool(np.all(self._low[1:] != self._low[:-1]))
         self.stats = ResolveStats()
 
     def _lookup(self, addr: np.ndarray) -> np.ndarray:
         """ENI index per address, -1 where none."""
         if self._addresses.size == 0:
             return np.full(addr.shape, -1, np.int64)
-        i = np.searchsorted(self._addresses, addr).clip(0, self._addresses.size - 1)
+        if self._low_unique:
+            i = np.searchsorted(self._low, addr.view(np.uint64).reshape(-1, 2)[:, 1]).clip(0, self._low.size - 1)
+        else:  # two addresses share their last 8 bytes: compare whole addresses
+            order = np.argsort(self._addresses)
+            i = order[np.searchsorted(self._addresses[order], addr).clip(0, self._addresses.size - 1)]
         return np.where(self._addresses[i] == addr, self._eni[i].astype(np.int64), -1)
 
     def resolve(self, packets: IpPackets) -> PacketBatch:

@@ -201,3 +201,16 @@ def test_one_address_on_two_enis_is_a_config_error() -> None:
     )
     with pytest.raises(ConfigError, match="10.0.0.1 belongs to both eni-a and eni-b"):
         EniResolver(inventory)
+
+
+def test_eni_addresses_sharing_their_low_bytes_still_resolve_exactly(tmp_path: Path) -> None:
+    inventory = Inventory(
+        vpcs=(Vpc(id="v"),), subnets=(Subnet(id="s", vpc="v"),),
+        enis=(Eni(id="eni-1", subnet="s", ips=("2001:db8:1::10",)), Eni(id="eni-2", subnet="s", ips=("2001:db8:2::10",))),
+    )
+    resolver = EniResolver(inventory)
+    packets = [E / IPv6(src="2001:db8:9::1", dst=d) / UDP() for d in ("2001:db8:2::10", "2001:db8:1::10", "2001:db8:3::10")]
+    raw = next(CaptureReader(write_pcap(tmp_path / "low.pcap", [bytes(p) for p in packets])).chunks())
+    batch = resolver.resolve(decode(raw, DecodeStats()))
+    assert [batch.eni_ids[int(e)] for e in batch.packets.eni] == ["eni-2", "eni-1"]
+    assert resolver.stats.unmatched == 1
