@@ -105,8 +105,9 @@ class FlowRecordBuilder:
         subnets = [self._placement.get(e, (_UNKNOWN, _UNKNOWN))[1] for e in names]
         return _dictionary(eni, names), _dictionary(eni, vpcs), _dictionary(eni, subnets)
 
-    def arrow(self, flows: FlowAggregate, **kw: str) -> pa.Table:
-        cols = self.columns(flows, **kw)
+    def arrow(self, cols: dict[str, np.ndarray]) -> pa.Table:
+        """The records of :meth:`columns` as an Arrow table in the flows table's column order."""
+        rows = len(cols["eni"])
         interface, vpc, subnet = self._placement_columns(cols["eni"])
         enums = {
             "action": flow_record.ACTIONS,
@@ -119,19 +120,18 @@ class FlowRecordBuilder:
             arrays[name] = pa.DictionaryArray.from_arrays(pa.array(cols[name]), pa.array(values, pa.string()))
         for name in ("srcaddr", "dstaddr"):
             raw = np.ascontiguousarray(cols[name]).tobytes()
-            arrays[name] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), flows.size, [None, pa.py_buffer(raw)])
+            arrays[name] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), rows, [None, pa.py_buffer(raw)])
         for f in FLOW_FIELDS:
             if f.column not in arrays:
                 arrays[f.column] = pa.array(cols[f.column], type=arrow_type(f))
         return pa.Table.from_arrays([arrays[f.column] for f in FLOW_FIELDS], schema=ARROW_SCHEMA)
 
-    def json_lines(self, flows: FlowAggregate, **kw: str) -> list[tuple[bytes, bytes]]:
+    def json_lines(self, cols: dict[str, np.ndarray]) -> list[tuple[bytes, bytes]]:
         """(key, JSON) per record, key = interface-id; field names as in the JSON Schema.
 
         Records are rendered through a template generated from FLOW_FIELDS, with string
         values JSON-quoted once per distinct value, not once per record.
         """
-        cols = self.columns(flows, **kw)
         eni = cols["eni"]
         quoted_enis = np.array([orjson.dumps(e).decode() for e in self._eni_ids], dtype=object)
         placement = [self._placement.get(e, (_UNKNOWN, _UNKNOWN)) for e in self._eni_ids]

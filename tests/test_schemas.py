@@ -45,7 +45,7 @@ def test_json_records_satisfy_the_published_schema() -> None:
     builder = FlowRecordBuilder(eni_ids, {eni_ids[0]: ("vpc-1", "subnet-1")}, 60 * 10**9)
     schema = orjson.loads((generate.GENERATED_DIR / "flow-record.schema.json").read_bytes())
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
-    lines = list(builder.json_lines(flows))
+    lines = builder.json_lines(builder.columns(flows))
     assert len(lines) == flows.size
     for key, value in lines:
         record = orjson.loads(value)
@@ -57,7 +57,8 @@ def test_json_records_satisfy_the_published_schema() -> None:
 
 def test_arrow_table_has_the_table_columns_in_order() -> None:
     eni_ids, flows = _sample_flows()
-    table = FlowRecordBuilder(eni_ids, {}, 60 * 10**9).arrow(flows)
+    builder = FlowRecordBuilder(eni_ids, {}, 60 * 10**9)
+    table = builder.arrow(builder.columns(flows))
     assert table.column_names == list(flow_record.COLUMN_NAMES)
     assert table.num_rows == flows.size
     assert sum(table.column("packets").to_pylist()) == int(flows.packets.sum())
