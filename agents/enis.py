@@ -2,8 +2,9 @@
 
 A packet whose destination is an ENI's address is ingress for that ENI; one whose source
 is an ENI's address is egress for it. A packet between two ENIs of the inventory counts
-for both (as cloud flow logs record it on both interfaces). Packets that match no ENI are
-counted, never guessed.
+for both (as cloud flow logs record it on both interfaces). A packet that came through a
+known mirror session belongs to that session's ENI only; its direction is whichever of its
+ends is that ENI's address. Packets that match no ENI are counted, never guessed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from schemas.inventory import Inventory
 class ResolveStats:
     matched: int = 0  # packet-ENI rows produced
     unmatched: int = 0  # packets that belong to no ENI
+    unknown_session: int = 0  # came through a mirror session the inventory does not name
 
 
 def _mapped(address: object) -> bytes:
@@ -53,7 +55,18 @@ class EniResolver:
         self._addresses = addresses[order]
         self._eni = np.array([i for _, i in pairs], dtype=np.uint16)[order]
         self._low_unique = bool(np.all(self._low[1:] != self._low[:-1]))
+        index = {eni: i for i, eni in enumerate(self.eni_ids)}
+        sessions = sorted((m.key, index[m.eni]) for m in inventory.mirror_sessions)
+        self._session_keys = np.array([k for k, _ in sessions], np.int64)
+        self._session_eni = np.array([i for _, i in sessions], np.int64)
         self.stats = ResolveStats()
+
+    def _session_lookup(self, session: np.ndarray) -> np.ndarray:
+        """ENI index of each packet's mirror session, -1 for none or an unknown one."""
+        if self._session_keys.size == 0:
+            return np.full(session.shape, -1, np.int64)
+        i = np.searchsorted(self._session_keys, session).clip(0, self._session_keys.size - 1)
+        return np.where(self._session_keys[i] == session, self._session_eni[i], -1)
 
     def _lookup(self, addr: np.ndarray) -> np.ndarray:
         """ENI index per address, -1 where none."""
@@ -69,6 +82,16 @@ class EniResolver:
     def resolve(self, packets: IpPackets) -> PacketBatch:
         ingress = self._lookup(packets.dst_addr)
         egress = self._lookup(packets.src_addr)
+        mirrored = packets.session != 0
+        if mirrored.any():
+            session_eni = self._session_lookup(packets.session)
+            known = session_eni >= 0
+            self.stats.unknown_session += int((mirrored & ~known).sum())
+            # A session names the ENI; the addresses only say the direction. An unknown
+            # session falls back to the addresses.
+            towards = known & (ingress == session_eni)
+            ingress = np.where(known, np.where(towards, session_eni, -1), ingress)
+            egress = np.where(known, np.where(~towards & (egress == session_eni), session_eni, -1), egress)
         rows_in = np.flatnonzero(ingress >= 0)
         rows_out = np.flatnonzero(egress >= 0)
         self.stats.unmatched += int(((ingress < 0) & (egress < 0)).sum())

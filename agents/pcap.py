@@ -21,10 +21,10 @@ from typing import BinaryIO
 import numba
 import numpy as np
 
+from agents.source import PAD, RawPackets
 from flowlogs.errors import FlowLogsError
 
 CHUNK_BYTES = 32 * 1024 * 1024
-PAD = 128  # zero bytes after a chunk, so header reads past a short packet stay in bounds
 
 _PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1_000),  # little-endian, microseconds
@@ -61,22 +61,6 @@ def _record_starts(buf: np.ndarray, big_endian: bool) -> tuple[np.ndarray, int]:
 
 class CaptureFileError(FlowLogsError):
     """The capture file cannot be read (not pcap/pcapng, or damaged)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RawPackets:
-    """One chunk of packets; ``data`` is zero-padded by PAD bytes."""
-
-    data: np.ndarray  # uint8
-    offsets: np.ndarray  # int64, start of each packet's data in ``data``
-    caplen: np.ndarray  # int64
-    wirelen: np.ndarray  # int64
-    time_ns: np.ndarray  # uint64
-    linktype: np.ndarray  # int32, per packet (pcapng interfaces may differ)
-
-    @property
-    def size(self) -> int:
-        return int(self.offsets.shape[0])
 
 
 @dataclass(slots=True)

@@ -1,4 +1,9 @@
-"""What every capture source produces, and how its output is cut into per-ENI frames."""
+"""What every capture source produces, and how its output is cut into per-ENI frames.
+
+A source (capture file, live interface, mirror-session receiver, synthetic generator)
+yields :class:`RawPackets`: a buffer of captured bytes and, per packet, where its data
+starts and how long it is. Nothing per packet is a Python object.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,27 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas import frame
+
+
+PAD = 128  # zero bytes after a chunk, so header reads past a short packet stay in bounds
+
+
+@dataclass(frozen=True, slots=True)
+class RawPackets:
+    """One chunk of captured packets; ``data`` is followed by at least PAD zero bytes."""
+
+    data: np.ndarray  # uint8
+    offsets: np.ndarray  # int64, start of each packet's data in ``data``
+    caplen: np.ndarray  # int64
+    wirelen: np.ndarray  # int64
+    time_ns: np.ndarray  # uint64
+    linktype: np.ndarray  # int32, per packet (pcapng interfaces may differ)
+    # Mirror session each packet arrived on (agents/tunnels.py: kind << 32 | id), 0 = none.
+    session: np.ndarray | None = None  # int64
+
+    @property
+    def size(self) -> int:
+        return int(self.offsets.shape[0])
 
 
 @dataclass(frozen=True, slots=True)

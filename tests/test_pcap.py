@@ -75,7 +75,7 @@ def cases() -> list[tuple[Packet, tuple]]:
         (E / Dot1Q(vlan=10) / IP(**V4) / UDP(sport=5353, dport=53) / Raw(b"x" * 10), ("10.0.1.10", "198.51.100.7", 17, 5353, 53, 38, 0)),
         (E / Dot1AD(vlan=100) / Dot1Q(vlan=10) / IP(**V4) / TCP(sport=1, dport=2, flags="FA"), ("10.0.1.10", "198.51.100.7", 6, 1, 2, 40, 0x11)),
         (E / IP(**V4) / ICMP(type=8, code=0) / Raw(b"p" * 56), ("10.0.1.10", "198.51.100.7", 1, 0, 8 << 8, 84, 0)),
-        (E / IP(**V4) / GRE() / IP(src="1.1.1.1", dst="2.2.2.2"), ("10.0.1.10", "198.51.100.7", 47, 0, 0, 44, 0)),
+        (E / IP(src="192.0.2.1", dst="192.0.2.9") / GRE() / IP(**V4) / UDP(sport=6000, dport=6001), ("10.0.1.10", "198.51.100.7", 17, 6000, 6001, 28, 0)),  # tunnel: its inner packet
         (E / IPv6(**V6) / TCP(sport=50000, dport=22, flags="PA") / Raw(b"y" * 100), ("2001:db8::10", "2001:db8:ffff::7", 6, 50000, 22, 160, 0x18)),
         (E / IPv6(**V6) / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / UDP(sport=7, dport=8), ("2001:db8::10", "2001:db8:ffff::7", 17, 7, 8, 64, 0)),
         (E / IPv6(**V6) / ICMPv6EchoRequest(), ("2001:db8::10", "2001:db8:ffff::7", 58, 0, 128 << 8, 48, 0)),

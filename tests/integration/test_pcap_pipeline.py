@@ -1,4 +1,8 @@
-"""`flowlogs agent --pcap` → real Kafka → worker → chDB: per-flow packets and bytes."""
+"""`flowlogs agent --pcap` → real Kafka → worker → chDB: per-flow packets and bytes.
+
+Plain packets of every link/network encapsulation, and mirror-session tunnels (VXLAN,
+GRE, ERSPAN) whose sessions name the ENI.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,46 @@ from pathlib import Path
 import orjson
 import pytest
 
-from schemas.inventory import Eni, Inventory, Subnet, Vpc
+from pipeline.process import WorkerProcess
+from flowlogs.settings import Settings
+from schemas.inventory import Eni, Inventory, MirrorSession, SessionKind, Subnet, Vpc
 from tests.integration.test_spine import _stored_totals, _wait_for
 from tests.test_pcap import cases, write_pcap
+from tests.test_tunnels import tunnel_cases
 
 pytestmark = pytest.mark.integration
+REPEATS = 50
+
+
+def replay(settings: Settings, worker: WorkerProcess, tmp_path: Path, inventory: Inventory, packets: list[bytes]) -> Counter:
+    """Replay ``packets`` REPEATS times through the agent CLI; per (ENI, proto, ports, direction) sums."""
+    inventory_path = tmp_path / "inventory.yaml"
+    inventory.dump(inventory_path)
+    capture = write_pcap(tmp_path / "replay.pcap", packets * REPEATS, t0=int(time.time()) - 300)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLOGS_")}
+    env.update(
+        FLOWLOGS_HOME=str(tmp_path / "agent-home"),
+        FLOWLOGS_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers or "",
+        FLOWLOGS_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "flowlogs.cli", "agent", "--pcap", str(capture), "--inventory", str(inventory_path)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    summary = orjson.loads(out.stdout.strip().splitlines()[-1])
+    total = len(packets) * REPEATS
+    assert summary["packets_read"] == total and summary["packets_sent"] == total and summary["unmatched"] == 0
+    _wait_for(lambda: _stored_totals(worker)[0] >= total, 90, "the replayed packets in the store")
+    _, rows = worker.query(
+        "SELECT interface_id, protocol, srcport, dstport, flow_direction, sum(packets), sum(bytes)"
+        " FROM flows GROUP BY interface_id, protocol, srcport, dstport, flow_direction"
+    )
+    got: Counter = Counter()
+    for eni, proto, sport, dport, direction, pk, by in rows:
+        got[(eni, proto, sport, dport, direction, "packets")] += pk
+        got[(eni, proto, sport, dport, direction, "bytes")] += by
+    return got
 
 
 def test_pcap_replay_lands_per_flow(settings_factory, worker_factory, tmp_path: Path) -> None:
@@ -30,41 +69,38 @@ def test_pcap_replay_lands_per_flow(settings_factory, worker_factory, tmp_path: 
             Eni(id="eni-v6", subnet="subnet-p", ips=("2001:db8::10",)),
         ),
     )
-    inventory_path = tmp_path / "inventory.yaml"
-    inventory.dump(inventory_path)
     packets, expected = zip(*cases())
-    repeats = 50
-    capture = write_pcap(
-        tmp_path / "replay.pcap", [bytes(p) for p in packets] * repeats, t0=int(time.time()) - 300
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLOGS_")}
-    env.update(
-        FLOWLOGS_HOME=str(tmp_path / "agent-home"),
-        FLOWLOGS_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers or "",
-        FLOWLOGS_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
-    )
-    out = subprocess.run(
-        [sys.executable, "-m", "flowlogs.cli", "agent", "--pcap", str(capture), "--inventory", str(inventory_path)],
-        env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    summary = orjson.loads(out.stdout.strip().splitlines()[-1])
-    total = len(expected) * repeats
-    assert summary["packets_read"] == total and summary["packets_sent"] == total and summary["unmatched"] == 0
-
     want: Counter = Counter()
     for src, _dst, proto, sport, dport, length, _flags in expected:
         eni = "eni-v6" if ":" in src else "eni-v4"
-        want[(eni, proto, sport, dport, "packets")] += repeats
-        want[(eni, proto, sport, dport, "bytes")] += length * repeats
-    _wait_for(lambda: _stored_totals(worker)[0] >= total, 90, "the replayed packets in the store")
-    _, rows = worker.query(
-        "SELECT interface_id, protocol, srcport, dstport, sum(packets), sum(bytes), any(flow_direction)"
-        " FROM flows GROUP BY interface_id, protocol, srcport, dstport"
+        want[(eni, proto, sport, dport, "egress", "packets")] += REPEATS
+        want[(eni, proto, sport, dport, "egress", "bytes")] += length * REPEATS
+    assert replay(settings, worker, tmp_path, inventory, [bytes(p) for p in packets]) == want
+
+
+def test_mirror_sessions_land_on_their_enis(settings_factory, worker_factory, tmp_path: Path) -> None:
+    """Every tunnel kind; sessions alternate between the two ends' ENIs. By address each
+    packet would count for both ENIs; through a session it counts once, for the session's
+    ENI, in the direction its addresses give."""
+    settings = settings_factory()
+    worker = worker_factory(settings)
+    packets, expected, sessions = zip(*tunnel_cases())
+    field = {SessionKind.VXLAN: "vni", SessionKind.GRE: "gre_key", SessionKind.ERSPAN: "erspan_id"}
+    owner = ["eni-src" if i % 2 == 0 else "eni-dst" for i in range(len(sessions))]
+    inventory = Inventory(
+        vpcs=(Vpc(id="vpc-m"),),
+        subnets=(Subnet(id="subnet-m", vpc="vpc-m"),),
+        enis=(
+            Eni(id="eni-src", subnet="subnet-m", ips=("10.0.1.10", "2001:db8::10")),
+            Eni(id="eni-dst", subnet="subnet-m", ips=("198.51.100.7", "2001:db8:ffff::7")),
+        ),
+        mirror_sessions=tuple(
+            MirrorSession(eni=eni, **{field[SessionKind(key >> 32)]: key & 0xFFFFFFFF}) for eni, key in zip(owner, sessions)
+        ),
     )
-    got: Counter = Counter()
-    for eni, proto, sport, dport, pk, by, direction in rows:
-        got[(eni, proto, sport, dport, "packets")] += pk
-        got[(eni, proto, sport, dport, "bytes")] += by
-        assert direction == "egress"
-    assert got == want
+    want: Counter = Counter()
+    for eni, (_src, _dst, proto, sport, dport, length, _flags) in zip(owner, expected):
+        direction = "egress" if eni == "eni-src" else "ingress"
+        want[(eni, proto, sport, dport, direction, "packets")] += REPEATS
+        want[(eni, proto, sport, dport, direction, "bytes")] += length * REPEATS
+    assert replay(settings, worker, tmp_path, inventory, [bytes(p) for p in packets]) == want
