@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import gzip
 import struct
+import threading
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -87,10 +88,21 @@ class CaptureReader:
 
     def __init__(self, path: Path, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.path = path
+        self.name = path.name
         self.chunk_bytes = chunk_bytes
         self.stats = ReadStats()
 
-    def chunks(self) -> Iterator[RawPackets]:
+    def counters(self) -> dict[str, int]:
+        return asdict(self.stats)
+
+    def chunks(self, stop: threading.Event | None = None) -> Iterator[RawPackets]:
+        """The file's packets, chunk by chunk (``stop`` is checked between chunks)."""
+        for raw in self._chunks():
+            yield raw
+            if stop is not None and stop.is_set():
+                return
+
+    def _chunks(self) -> Iterator[RawPackets]:
         with _open(self.path) as fh:
             try:
                 head = fh.read(24)

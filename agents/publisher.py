@@ -1,10 +1,27 @@
-"""FramePublisher: packet batches → frames → the frames topic, with confluent-kafka."""
+"""FramePublisher: packet batches → per-ENI frames → the frames topic, with confluent-kafka.
+
+Between capture and Kafka sits a bounded send buffer. When Kafka is slow or down, a live
+capture must not stall (the kernel would drop packets blindly) and must not grow without
+limit, so the publisher drops the *oldest* buffered frames first (``overflow="drop-oldest"``)
+and counts them per ENI; replaying a file instead waits for room (``"block"``), since
+nothing is lost by waiting. Frames that Kafka finally refuses (delivery timeout) count as
+dropped too. Every drop is reported in the next frame of the same ENI — a frame of no
+packets when that ENI has nothing else to send — with the capture-time range of the lost
+packets, so the pipeline marks exactly those windows ``SKIPDATA``.
+
+Frames are numbered per ENI (a frame carries one ENI and goes to that ENI's partition) so
+the pipeline can also see a frame lost after it left the agent.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
 
+import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
 
 from agents.source import PacketBatch, per_eni_slices
@@ -14,25 +31,77 @@ from schemas import frame, topics
 
 log = logging.getLogger(__name__)
 
+Overflow = Literal["block", "drop-oldest"]
+_REPORT_AFTER_SECONDS = 1.0  # an undelivered drop report waits this long for a frame to ride on
+_EMPTY = frame.Packets(*(np.zeros(0, c.dtype) for c in frame.COLUMNS))
+
+
+@dataclass(slots=True)
+class EniCounters:
+    packets: int = 0  # accepted from capture
+    bytes: int = 0  # sum of ip_length, as flow records count
+    frames: int = 0  # handed to Kafka
+    dropped_packets: int = 0  # lost: send buffer overflow or refused by Kafka
+
 
 @dataclass(slots=True)
 class PublisherStats:
     packets: int = 0
-    bytes: int = 0  # sum of ip_length, as flow records count
+    bytes: int = 0
     frames: int = 0
     delivered_frames: int = 0
-    failed_frames: int = 0
-    per_eni_packets: dict[str, int] = field(default_factory=dict)
+    failed_frames: int = 0  # refused by Kafka (their packets are in dropped_packets)
+    dropped_packets: int = 0
+    dropped_frames: int = 0  # dropped from the send buffer before reaching Kafka
+    buffered_bytes: int = 0
+    per_eni: dict[str, EniCounters] = field(default_factory=dict)
+
+    def eni(self, eni_id: str) -> EniCounters:
+        counters = self.per_eni.get(eni_id)
+        if counters is None:
+            counters = self.per_eni[eni_id] = EniCounters()
+        return counters
+
+
+@dataclass(slots=True)
+class _DropReport:
+    packets: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    since: float = 0.0  # monotonic time of the first unreported drop
+
+    def add(self, packets: int, first_ns: int, last_ns: int) -> None:
+        if packets <= 0:
+            return
+        if self.packets == 0:
+            self.first_ns, self.last_ns, self.since = first_ns, last_ns, time.monotonic()
+        else:
+            self.first_ns, self.last_ns = min(self.first_ns, first_ns), max(self.last_ns, last_ns)
+        self.packets += packets
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    eni_id: str
+    packets: frame.Packets
+    size: int  # bytes it holds in the send buffer
+    message: bytes | None = None  # encoded when first offered to Kafka
+    carried: _DropReport | None = None  # the drop report encoded into ``message``
 
 
 class FramePublisher:
-    """Encodes per-ENI frames and produces them keyed by ENI id; one sequence per agent."""
+    """Publishes packet batches as per-ENI frames, keyed by ENI id."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, overflow: Overflow = "block") -> None:
         self.settings = settings
+        self.overflow = overflow
         self.topic = settings.topic(topics.FRAMES.suffix)
         self.stats = PublisherStats()
-        self._sequence = 0
+        self.agent_start_ns = time.time_ns()
+        self._limit = settings.agent.send_buffer_mb * 1024 * 1024
+        self._queue: deque[_Outgoing] = deque()
+        self._sequence: dict[str, int] = {}
+        self._reports: dict[str, _DropReport] = {}
         self._producer: Producer | None = None
 
     def start(self) -> None:
@@ -46,52 +115,154 @@ class FramePublisher:
                     "linger.ms": agent.linger_ms,
                     "batch.size": 4 * 1024 * 1024,
                     "message.max.bytes": 8 * 1024 * 1024,
-                    "queue.buffering.max.kbytes": 512 * 1024,
+                    # librdkafka's own queue is the small front of the send buffer; the
+                    # rest is ours, where the oldest frames can be dropped.
+                    "queue.buffering.max.kbytes": max(self._limit // 4 // 1024, 8 * 1024),
+                    "message.timeout.ms": int(agent.delivery_timeout_seconds * 1000),
                     "enable.idempotence": False,
                     "acks": "all",
                 },
             )
         )
 
+    # -- capture side ----------------------------------------------------------------------
     def publish(self, batch: PacketBatch) -> None:
+        """Queue a batch's packets as frames; never waits in ``drop-oldest`` mode."""
+        for eni_id, packets in per_eni_slices(batch, self.settings.agent.frame_packets):
+            size = packets.size * frame.PACKET_SIZE
+            self._queue.append(_Outgoing(eni_id, packets, size))
+            self.stats.buffered_bytes += size
+            nbytes = int(packets.ip_length.sum(dtype="u8"))
+            counters = self.stats.eni(eni_id)
+            counters.packets += packets.size
+            counters.bytes += nbytes
+            self.stats.packets += packets.size
+            self.stats.bytes += nbytes
+        self.service()
+        while self.stats.buffered_bytes > self._limit:
+            if self.overflow == "drop-oldest":
+                self._drop(self._queue.popleft())
+            else:
+                self._wait(0.05)
+
+    def service(self) -> None:
+        """Hand buffered frames to Kafka, run delivery callbacks, send due drop reports."""
         assert self._producer is not None, "start() first"
-        agent = self.settings.agent
-        for eni_id, packets in per_eni_slices(batch, agent.frame_packets):
-            message = frame.encode(packets, (eni_id,), agent_id=agent.agent_id, sequence=self._sequence)
-            self._sequence += 1
-            self._produce(eni_id.encode(), message)
-            n = packets.size
-            self.stats.frames += 1
-            self.stats.packets += n
-            self.stats.bytes += int(packets.ip_length.sum(dtype="u8"))
-            self.stats.per_eni_packets[eni_id] = self.stats.per_eni_packets.get(eni_id, 0) + n
-
-    def _produce(self, key: bytes, value: bytes) -> None:
-        assert self._producer is not None
-        while True:
-            try:
-                self._producer.produce(self.topic, value, key, on_delivery=self._on_delivery)
-                break
-            except BufferError:
-                # The local queue is full: let librdkafka drain it before adding more.
-                self._producer.poll(0.05)
         self._producer.poll(0)
+        self._offer()
+        now = time.monotonic()
+        waiting = {o.eni_id for o in self._queue}
+        for eni_id, report in list(self._reports.items()):
+            if report.packets and eni_id not in waiting and now - report.since >= _REPORT_AFTER_SECONDS:
+                self._queue.append(_Outgoing(eni_id, _EMPTY, 0))
+        self._offer()
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+    def _wait(self, seconds: float) -> None:
+        assert self._producer is not None
+        self._producer.poll(seconds)
+        self._offer()
+
+    def _offer(self) -> None:
+        assert self._producer is not None
+        while self._queue:
+            outgoing = self._queue[0]
+            if outgoing.message is None:
+                self._encode(outgoing)
+            if outgoing.message is None:  # a drop report whose drops were already reported
+                self._queue.popleft()
+                continue
+            try:
+                self._producer.produce(
+                    self.topic, outgoing.message, outgoing.eni_id.encode(),
+                    on_delivery=lambda err, msg, o=outgoing: self._on_delivery(err, msg, o),
+                )
+            except BufferError:
+                return  # librdkafka's queue is full; the rest waits in ours
+            self._queue.popleft()
+            self.stats.buffered_bytes -= outgoing.size
+            self.stats.frames += 1
+            self.stats.eni(outgoing.eni_id).frames += 1
+
+    def _encode(self, outgoing: _Outgoing) -> None:
+        report = self._reports.pop(outgoing.eni_id, None)
+        if outgoing.packets.size == 0 and (report is None or report.packets == 0):
+            return
+        sequence = self._sequence.get(outgoing.eni_id, 0)
+        self._sequence[outgoing.eni_id] = sequence + 1
+        outgoing.carried = report
+        outgoing.message = frame.encode(
+            outgoing.packets, (outgoing.eni_id,),
+            agent_id=self.settings.agent.agent_id, agent_start_ns=self.agent_start_ns, sequence=sequence,
+            dropped_packets=report.packets if report else 0,
+            dropped_time_ns=(report.first_ns, report.last_ns) if report else (0, 0),
+        )
+
+    # -- loss accounting -------------------------------------------------------------------
+    def _lost(self, eni_id: str, packets: frame.Packets, carried: _DropReport | None) -> None:
+        """Packets that will never reach Kafka (and any drop report they carried)."""
+        report = self._reports.setdefault(eni_id, _DropReport())
+        if carried is not None and carried.packets:
+            report.add(carried.packets, carried.first_ns, carried.last_ns)
+        n = packets.size
+        if n:
+            times = packets.capture_time_ns
+            report.add(n, int(times.min()), int(times.max()))
+            self.stats.dropped_packets += n
+            self.stats.eni(eni_id).dropped_packets += n
+
+    def _drop(self, outgoing: _Outgoing) -> None:
+        self.stats.buffered_bytes -= outgoing.size
+        if outgoing.message is not None:
+            # Only the head of the buffer is ever encoded, so no later frame of this ENI
+            # holds a sequence number yet: take it back, and the pipeline sees no gap for
+            # a loss that the drop report already tells it about.
+            self._sequence[outgoing.eni_id] -= 1
+        self.stats.dropped_frames += 1
+        if self.stats.dropped_frames == 1 or self.stats.dropped_frames % 1000 == 0:
+            log.warning(
+                "send buffer full (%d MB): dropping the oldest frames; %d frames, %d packets dropped so far."
+                " Is Kafka at %s reachable and keeping up?",
+                self.settings.agent.send_buffer_mb, self.stats.dropped_frames, self.stats.dropped_packets + outgoing.packets.size,
+                self.settings.kafka.bootstrap_servers or "the local broker",
+            )
+        self._lost(outgoing.eni_id, outgoing.packets, outgoing.carried)
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message, outgoing: _Outgoing) -> None:
         if err is None:
             self.stats.delivered_frames += 1
-        else:
-            self.stats.failed_frames += 1
-            log.error("frame not delivered to %s: %s", self.topic, err)
+            return
+        self.stats.failed_frames += 1
+        if self.stats.failed_frames == 1 or self.stats.failed_frames % 1000 == 0:
+            log.error("frame not delivered to %s (%d so far): %s", self.topic, self.stats.failed_frames, err)
+        self._lost(outgoing.eni_id, outgoing.packets, outgoing.carried)
 
+    # -- shutdown --------------------------------------------------------------------------
     def flush(self, timeout: float = 60.0) -> int:
-        """Wait for outstanding frames; returns how many are still undelivered."""
+        """Send everything buffered, reports of late failures included; returns frames left."""
         assert self._producer is not None
-        return int(self._producer.flush(timeout))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._producer.flush(min(1.0, max(deadline - time.monotonic(), 0)))
+            self._report_all()
+            self._offer()
+            if not self._queue and len(self._producer) == 0 and not any(r.packets for r in self._reports.values()):
+                return 0
+        return len(self._queue) + len(self._producer)
 
-    def stop(self) -> None:
-        if self._producer is not None:
-            remaining = self.flush()
-            if remaining:
-                log.error("%d frames were still undelivered when the agent stopped", remaining)
-            self._producer = None
+    def _report_all(self) -> None:
+        waiting = {o.eni_id for o in self._queue}
+        for eni_id, report in self._reports.items():
+            if report.packets and eni_id not in waiting:
+                self._queue.append(_Outgoing(eni_id, _EMPTY, 0))
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self._producer is None:
+            return
+        remaining = self.flush(timeout)
+        if remaining:
+            unsent = sum(o.packets.size for o in self._queue)
+            log.error(
+                "%d frames were still undelivered when the agent stopped (%d packets not yet handed to Kafka)",
+                remaining, unsent,
+            )
+        self._producer = None

@@ -1,21 +1,24 @@
-"""Run a capture source into the frames topic, with progress and a final summary."""
+"""Run capture sources into the frames topic: decode → ENI → frames, with progress and a summary."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable
-
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
 from agents.decode import DecodeStats, decode
 from agents.enis import EniResolver
+from agents.metrics import AgentMetrics
 from agents.pcap import CaptureReader
-from agents.publisher import FramePublisher, PublisherStats
+from agents.publisher import FramePublisher, Overflow, PublisherStats
+from agents.source import CaptureSource
 from agents.synthetic import SyntheticConfig, SyntheticTraffic
 from flowlogs.kafka import ensure_topics
 from flowlogs.settings import Settings
@@ -52,51 +55,111 @@ def run_synthetic(
     return publisher.stats
 
 
-def run_pcap(settings: Settings, files: list[Path], resolver: EniResolver, *, speed: float | None = None) -> dict[str, object]:
-    """Replay capture files into the frames topic; returns a summary of what was read and sent.
+class CaptureRun:
+    """One agent run: sources in turn → decode → ENI resolution → publisher; its counters."""
 
-    ``speed`` None = as fast as possible; 1.0 = capture pace; 2.0 = twice as fast.
-    """
-    ensure_topics(settings)
-    publisher = FramePublisher(settings)
-    publisher.start()
-    decoded = DecodeStats()
-    readers = [CaptureReader(path) for path in files]
-    started = time.monotonic()
-    first_capture_ns: int | None = None
-    try:
-        with Progress(
-            TextColumn("{task.description}"), TextColumn("{task.fields[packets]:,} packets"),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=Console(stderr=True),
-        ) as progress:
-            for reader in readers:
-                task = progress.add_task(reader.path.name, total=None, packets=0, rate="")
-                for raw in reader.chunks():
-                    packets = decode(raw, decoded)
-                    if speed and packets.size:
-                        first = int(packets.capture_time_ns.min())
-                        first_capture_ns = first if first_capture_ns is None else first_capture_ns
-                        due = (int(packets.capture_time_ns.max()) - first_capture_ns) / 1e9 / speed
-                        if (delay := due - (time.monotonic() - started)) > 0:
-                            time.sleep(delay)
-                    batch = resolver.resolve(packets)
-                    if batch.packets.size:
-                        publisher.publish(batch)
-                    rate = decoded.packets / max(time.monotonic() - started, 1e-9)
-                    progress.update(task, packets=reader.stats.packets, rate=f"{rate:,.0f} packets/s")
-    finally:
-        publisher.stop()
-    return {
-        "files": len(files),
-        "packets_read": decoded.packets,
-        "ip_packets": decoded.ip_packets,
-        "non_ip": decoded.non_ip,
-        "too_short": decoded.too_short,
-        "unknown_linktype": decoded.unknown_linktype,
-        "truncated_records": sum(r.stats.truncated_records for r in readers),
-        "unmatched": resolver.stats.unmatched,
-        "packets_sent": publisher.stats.packets,
-        "frames": publisher.stats.frames,
-        "failed_frames": publisher.stats.failed_frames,
-        "seconds": round(time.monotonic() - started, 3),
-    }
+    def __init__(
+        self, settings: Settings, sources: Sequence[CaptureSource], resolver: EniResolver, *, overflow: Overflow
+    ) -> None:
+        self.settings = settings
+        self.sources = list(sources)
+        self.resolver = resolver
+        self.decoded = DecodeStats()
+        self.publisher = FramePublisher(settings, overflow=overflow)
+        self.started = time.monotonic()
+
+    def source_counters(self) -> dict[str, int]:
+        """The sources' own counters (kernel drops, garbage, truncated records …), summed."""
+        totals: dict[str, int] = {}
+        for source in self.sources:
+            for name, value in source.counters().items():
+                if name != "packets":  # the decoder counts what the sources delivered
+                    totals[name] = totals.get(name, 0) + value
+        return totals
+
+    def summary(self) -> dict[str, Any]:
+        """Totals of the run so far (the agent's JSON summary and its metrics read this)."""
+        sent = self.publisher.stats
+        source_counters = self.source_counters()
+        decoded = asdict(self.decoded)
+        return {
+            "sources": len(self.sources),
+            "packets_read": decoded.pop("packets"),
+            **{k: v for k, v in decoded.items() if k != "unknown_linktype"},
+            "unknown_linktype": {str(k): v for k, v in self.decoded.unknown_linktype.items()},
+            **source_counters,
+            "unmatched": self.resolver.stats.unmatched,
+            "unknown_session": self.resolver.stats.unknown_session,
+            "packets_sent": sent.packets,
+            "bytes_sent": sent.bytes,
+            "frames": sent.frames,
+            "delivered_frames": sent.delivered_frames,
+            "failed_frames": sent.failed_frames,
+            "dropped_packets": sent.dropped_packets,
+            "dropped_frames": sent.dropped_frames,
+            "seconds": round(time.monotonic() - self.started, 3),
+        }
+
+    def run(self, *, stop: threading.Event | None = None, speed: float | None = None, progress: bool = True) -> dict[str, Any]:
+        """Capture until every source ends or ``stop`` is set; then flush and summarise.
+
+        ``speed`` paces replay: None = as fast as possible, 1.0 = capture pace.
+        """
+        stop = stop or threading.Event()
+        ensure_topics(self.settings)
+        metrics = AgentMetrics(self, self.settings.agent) if self.settings.agent.metrics_port is not None else None
+        self.publisher.start()
+        self.started = time.monotonic()
+        try:
+            with Progress(
+                TextColumn("{task.description}"), TextColumn("{task.fields[packets]:,} packets"),
+                TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[loss]}"), TimeElapsedColumn(),
+                console=Console(stderr=True), disable=not progress,
+            ) as bar:
+                for source in self.sources:
+                    task = bar.add_task(source.name, total=None, packets=0, rate="", loss="")
+                    self._capture(source, stop, speed, lambda: bar.update(task, **self._progress_fields()))
+                    if stop.is_set():
+                        break
+        finally:
+            self.publisher.stop(timeout=self.settings.agent.delivery_timeout_seconds + 5)
+            if metrics is not None:
+                metrics.close()
+        return self.summary()
+
+    def _capture(self, source: CaptureSource, stop: threading.Event, speed: float | None, show: Callable[[], None]) -> None:
+        first_ns: int | None = None
+        paced_from = time.monotonic()
+        shown = 0.0
+        for raw in source.chunks(stop):
+            if raw.size:
+                packets = decode(raw, self.decoded)
+                if speed and packets.size:
+                    if first_ns is None:
+                        first_ns, paced_from = int(packets.capture_time_ns.min()), time.monotonic()
+                    due = (int(packets.capture_time_ns.max()) - first_ns) / 1e9 / speed
+                    if (delay := due - (time.monotonic() - paced_from)) > 0:
+                        stop.wait(delay)
+                batch = self.resolver.resolve(packets)
+                if batch.packets.size:
+                    self.publisher.publish(batch)
+            self.publisher.service()
+            if (now := time.monotonic()) - shown >= 0.25:
+                show()
+                shown = now
+        show()
+
+    def _progress_fields(self) -> dict[str, str | int]:
+        rate = self.decoded.packets / max(time.monotonic() - self.started, 1e-9)
+        dropped = self.publisher.stats.dropped_packets
+        return {
+            "packets": self.decoded.packets,
+            "rate": f"{rate:,.0f} packets/s",
+            "loss": f"[red]{dropped:,} dropped[/]" if dropped else "",
+        }
+
+
+def run_pcap(settings: Settings, files: list[Path], resolver: EniResolver, *, speed: float | None = None) -> dict[str, Any]:
+    """Replay capture files into the frames topic; returns the run's summary."""
+    run = CaptureRun(settings, [CaptureReader(path) for path in files], resolver, overflow="block")
+    return run.run(speed=speed)

@@ -7,8 +7,10 @@ starts and how long it is. Nothing per packet is a Python object.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -34,6 +36,28 @@ class RawPackets:
     @property
     def size(self) -> int:
         return int(self.offsets.shape[0])
+
+
+def no_packets() -> RawPackets:
+    """An empty chunk: what a live source yields when idle, so its reader can do housekeeping."""
+    return RawPackets(
+        data=np.zeros(PAD, np.uint8), offsets=np.zeros(0, np.int64), caplen=np.zeros(0, np.int64),
+        wirelen=np.zeros(0, np.int64), time_ns=np.zeros(0, np.uint64), linktype=np.zeros(0, np.int32),
+    )
+
+
+class CaptureSource(Protocol):
+    """Anything packets come from: a capture file, an interface, a mirror-session receiver."""
+
+    name: str
+
+    def chunks(self, stop: threading.Event) -> Iterator[RawPackets]:
+        """Packets until the source ends or ``stop`` is set; live sources yield empty chunks when idle."""
+        ...
+
+    def counters(self) -> dict[str, int]:
+        """The source's own counters (read errors, kernel drops, garbage …) for summaries and metrics."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,16 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from flowlogs.errors import FlowLogsError, interrupt
 from flowlogs.output import print_table
 from flowlogs.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from agents.runner import CaptureRun
 
 console = Console(stderr=True)
 
@@ -54,47 +57,99 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    chosen = [name for name in ("synthetic", "pcap", "interface", "vxlan", "gre") if getattr(args, name) not in (None, False)]
+    if len(chosen) != 1:
+        raise FlowLogsError(
+            "choose one source: --synthetic, --pcap FILE…, --interface IF, --vxlan [ADDR:]PORT or --gre [ADDR]"
+            + (f" (got {', '.join('--' + c for c in chosen)})" if chosen else "")
+        )
+    settings = _settings(args)
+    changes = {
+        name: value
+        for name, value in (("frame_packets", args.frame_packets), ("agent_id", args.agent_id), ("metrics_port", args.metrics_port))
+        if value is not None
+    }
+    if changes:
+        settings = settings.with_section("agent", **changes)
+    if args.synthetic:
+        return _agent_synthetic(settings, args)
+    return _agent_capture(settings, args, chosen[0])
+
+
+def _agent_synthetic(settings: Settings, args: argparse.Namespace) -> int:
     from agents.runner import run_synthetic
     from agents.synthetic import SyntheticConfig
 
-    if bool(args.synthetic) == bool(args.pcap):
-        raise FlowLogsError("choose one source: --synthetic or --pcap FILE… (AF_PACKET and mirror sessions come next)")
-    settings = _settings(args)
-    if args.frame_packets:
-        settings = settings.with_section("agent", frame_packets=args.frame_packets)
-    if args.agent_id:
-        settings = settings.with_section("agent", agent_id=args.agent_id)
-    if args.pcap:
-        return _agent_pcap(settings, args)
     config = SyntheticConfig(
         enis=args.enis, flows=args.flows, rate=args.rate, duration=args.duration, seed=args.seed, pace=not args.fast
     )
     started = time.monotonic()
     stats = run_synthetic(settings, config)
-    elapsed = time.monotonic() - started
     summary = {
         "packets": stats.packets,
         "bytes": stats.bytes,
         "frames": stats.frames,
         "delivered_frames": stats.delivered_frames,
         "failed_frames": stats.failed_frames,
-        "seconds": round(elapsed, 3),
+        "seconds": round(time.monotonic() - started, 3),
     }
     print(json.dumps(summary), flush=True)
     return 0 if stats.failed_frames == 0 else 1
 
 
-def _agent_pcap(settings: Settings, args: argparse.Namespace) -> int:
+def _agent_capture(settings: Settings, args: argparse.Namespace, kind: str) -> int:
+    import threading
+
     from agents.enis import EniResolver
-    from agents.runner import run_pcap
+    from agents.runner import CaptureRun
+    from agents.source import CaptureSource
     from schemas.inventory import load_inventory
 
     if args.inventory is None:
-        raise FlowLogsError("--pcap needs --inventory FILE: it says which addresses belong to which ENI")
+        raise FlowLogsError(f"--{kind} needs --inventory FILE: it says which addresses and mirror sessions belong to which ENI")
     resolver = EniResolver(load_inventory(args.inventory))
-    summary = run_pcap(settings, args.pcap, resolver, speed=args.speed)
+    sources: list[CaptureSource]
+    if kind == "pcap":
+        from agents.pcap import CaptureReader
+
+        sources = [CaptureReader(path) for path in args.pcap]
+    elif kind == "interface":
+        from agents.afpacket import InterfaceCapture
+
+        sources = [InterfaceCapture(args.interface, netns=args.netns)]
+    elif kind == "vxlan":
+        from agents.mirror import VxlanReceiver
+
+        sources = [VxlanReceiver(args.vxlan)]
+    else:
+        from agents.mirror import GreReceiver
+
+        sources = [GreReceiver(args.gre)]
+    live = kind != "pcap"
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    if live:
+        console.print(f"capturing from {sources[0].name}; Ctrl-C or SIGTERM stops")
+    run = CaptureRun(settings, sources, resolver, overflow="drop-oldest" if live else "block")
+    summary = run.run(stop=stop, speed=args.speed, progress=console.is_terminal or args.progress)
+    if args.stats:
+        _print_eni_stats(run)
     print(json.dumps(summary), flush=True)
-    return 0 if summary["failed_frames"] == 0 else 1
+    lost = summary["failed_frames"] or summary["dropped_packets"]
+    return 1 if lost and not live else 0
+
+
+def _print_eni_stats(run: CaptureRun) -> None:
+    stats = run.publisher.stats
+    rows = [
+        (eni, c.packets, c.bytes, c.frames, c.dropped_packets)
+        for eni, c in sorted(stats.per_eni.items(), key=lambda item: -item[1].packets)
+    ]
+    rows.append(("(total)", stats.packets, stats.bytes, stats.frames, stats.dropped_packets))
+    print_table(["eni", "packets", "bytes", "frames", "dropped"], rows, console=console)
+    other = {k: v for k, v in run.summary().items() if k in ("unmatched", "non_ip", "too_short", "bad_tunnel") or k in run.source_counters()}
+    console.print("  ".join(f"{k}={v:,}" for k, v in other.items() if isinstance(v, int)))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -163,8 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("agent", help="capture packets and publish packet-metadata frames")
     a.add_argument("--synthetic", action="store_true", help="generate traffic instead of capturing")
     a.add_argument("--pcap", type=Path, nargs="+", metavar="FILE", help="replay pcap/pcapng files (gzip too)")
-    a.add_argument("--inventory", type=Path, help="inventory YAML/JSON: ENIs and their addresses (with --pcap)")
+    a.add_argument("--interface", metavar="IF", help="capture live on this interface (AF_PACKET; root or CAP_NET_RAW)")
+    a.add_argument("--netns", metavar="NAME", help="with --interface: the interface is in this network namespace (ip netns)")
+    a.add_argument("--vxlan", nargs="?", const="4789", metavar="[ADDR:]PORT", help="receive VXLAN mirror sessions (default port 4789)")
+    a.add_argument("--gre", nargs="?", const="", metavar="ADDR", help="receive GRE/ERSPAN mirror sessions (raw socket; root)")
+    a.add_argument("--inventory", type=Path, help="inventory YAML/JSON: ENIs, their addresses and mirror sessions")
     a.add_argument("--speed", type=float, help="with --pcap: replay at this multiple of capture pace (default: as fast as possible)")
+    a.add_argument("--stats", action="store_true", help="print per-ENI packets, bytes, frames and drops at the end")
+    a.add_argument("--progress", action="store_true", help="show the progress line even when stderr is not a terminal")
+    a.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0 = a free one)")
     a.add_argument("--enis", type=int, default=4)
     a.add_argument("--flows", type=int, default=1000, help="distinct flows")
     a.add_argument("--rate", type=float, default=20_000, help="packets per second")

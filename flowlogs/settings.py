@@ -94,6 +94,12 @@ class AgentSettings(_Section):
     frame_packets: int = Field(8192, ge=1, le=65_535, description="packets per frame (per Kafka message)")
     linger_ms: int = Field(20, ge=0)
     compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "lz4"
+    send_buffer_mb: int = Field(
+        256, ge=16, description="frames waiting for Kafka; when full, live capture drops the oldest (counted, reported)"
+    )
+    delivery_timeout_seconds: float = Field(30.0, gt=0, description="a frame Kafka has not taken by then counts as dropped")
+    metrics_port: int | None = Field(None, ge=0, lt=65536, description="serve Prometheus metrics on this port (0 = any free one)")
+    metrics_host: str = "127.0.0.1"
 
 
 class _FileSource(PydanticBaseSettingsSource):

@@ -88,6 +88,22 @@ def empty() -> FlowAggregate:
     )
 
 
+def markers(window: np.ndarray, eni: np.ndarray, window_ns: int) -> FlowAggregate:
+    """Zero-traffic rows for (window, ENI) pairs: the carriers of NODATA/SKIPDATA records."""
+    n = window.size
+    keys = np.zeros((KEY_WIDTH, n), np.uint64)
+    keys[4] = eni.astype(np.uint64) << _ENI_SHIFT
+    keys[5] = window.astype(np.uint64) << _WINDOW_SHIFT
+    start = window.astype(np.uint64) * np.uint64(window_ns)
+    zeros = np.zeros(n, np.uint64)
+    return FlowAggregate(keys, zeros, zeros.copy(), start, start.copy(), np.zeros(n, np.uint8))
+
+
+def window_eni_codes(window: np.ndarray, eni: np.ndarray) -> np.ndarray:
+    """One uint64 per (window, ENI) pair, for set operations on them."""
+    return (window.astype(np.uint64) << np.uint64(32)) | eni.astype(np.uint64)
+
+
 def hash_rows(keys: np.ndarray) -> np.ndarray:
     """A 64-bit mix of each key (column of ``keys``); not cryptographic, callers handle collisions."""
     h = np.zeros(keys.shape[1], dtype=np.uint64)
@@ -172,6 +188,11 @@ def aggregate_packets(packets: Packets, eni_index: np.ndarray, window_ns: int) -
     """Group a packet batch into flows."""
     keys = flow_keys(packets, eni_index, window_ns)
     return _reduce(keys, None, packets.ip_length, packets.capture_time_ns, packets.capture_time_ns, packets.tcp_flags)
+
+
+def concatenate(parts: list[FlowAggregate]) -> FlowAggregate:
+    """Join aggregates whose keys are known to be disjoint (no regrouping)."""
+    return FlowAggregate(np.concatenate([p.keys for p in parts], axis=1), *(np.concatenate(c) for c in zip(*(p[1:] for p in parts))))
 
 
 def merge(parts: list[FlowAggregate]) -> FlowAggregate:

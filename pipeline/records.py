@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from pipeline.aggregate import FlowAggregate, hash_rows
+from pipeline.aggregate import FlowAggregate, hash_rows, window_eni_codes
 from schemas import flow_record
 from schemas.flow_record import FLOW_FIELDS, FlowField
 from schemas.frame import is_ipv4_mapped
@@ -70,9 +70,16 @@ class FlowRecordBuilder:
             self._eni_hash.append(_stable_eni_hash(self._eni_ids[len(self._eni_hash)]))
         return np.array(self._eni_hash, dtype=np.uint64)
 
-    def columns(self, flows: FlowAggregate, *, action: str = "ACCEPT", log_status: str = "OK") -> dict[str, np.ndarray]:
-        """Record fields as numpy columns (strings as small-int codes plus dictionaries)."""
+    def columns(self, flows: FlowAggregate, *, action: str = "ACCEPT", skipped: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Record fields as numpy columns (strings as small-int codes plus dictionaries).
+
+        Flows of the (window, ENI) pairs in ``skipped`` (``window_eni_codes``) get SKIPDATA.
+        """
         n = flows.size
+        status = np.full(n, flow_record.LOG_STATUSES.index("OK"), np.int32)
+        if skipped is not None and skipped.size:
+            lost = np.isin(window_eni_codes(flows.window, flows.eni), skipped)
+            status[lost] = flow_record.LOG_STATUSES.index("SKIPDATA")
         eni = flows.eni
         # flow-id must not depend on this process's ENI numbering, so hash the ENI id instead.
         stable = flows.keys.copy()
@@ -93,7 +100,7 @@ class FlowRecordBuilder:
             "end": (flows.last_ns // _NS).astype(np.uint32),
             "window_start": (flows.window * self._window_ns // _NS).astype(np.uint32),
             "action": np.full(n, flow_record.ACTIONS.index(action), np.int32),
-            "log_status": np.full(n, flow_record.LOG_STATUSES.index(log_status), np.int32),
+            "log_status": status,
             "tcp_flags": flows.tcp_flags,
             "flow_direction": flows.direction.astype(np.int32),
             "type": np.where(is_ipv4_mapped(src), 0, 1).astype(np.int32),

@@ -8,6 +8,12 @@ window's end plus the allowed lateness, or when the partition has been idle for 
 A frame's Kafka message is handed back for acknowledgement only once every window it fed
 is closed — so the committed offset never passes the first frame of the oldest open
 window, and a crash replays exactly what was only in memory.
+
+Loss is marked, never hidden: an agent's drop report (``dropped_packets`` in a frame
+header) or a gap in an agent's per-ENI frame sequence marks the ENI's windows it covers
+as skipped; their records get log-status SKIPDATA, and a window that has no flows for
+that ENI gets one record that says so. A frame seen twice (a producer retry) is counted
+once.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import aggregate
-from pipeline.aggregate import FlowAggregate
+from pipeline.aggregate import FlowAggregate, window_eni_codes
 from schemas.frame import Frame, Packets, concatenate
 
 log = logging.getLogger(__name__)
@@ -36,8 +42,9 @@ class ClosedWindows:
 
     partition: int
     windows: list[int]
-    flows: FlowAggregate
+    flows: FlowAggregate  # including one zero-traffic row per skipped (window, ENI) without flows
     messages: list[Any]
+    skipped: np.ndarray  # window_eni_codes of the (window, ENI) pairs that lost packets
 
 
 @dataclass(slots=True)
@@ -47,6 +54,10 @@ class WindowStats:
     late_packets: int = 0
     windows_closed: int = 0
     flows_out: int = 0
+    dropped_packets_reported: int = 0  # by agents, in frame headers
+    lost_frames: int = 0  # gaps in agents' frame sequences
+    duplicate_frames: int = 0
+    skipped_windows: int = 0  # (window, ENI) pairs marked SKIPDATA
 
 
 class PartitionWindows:
@@ -69,8 +80,50 @@ class PartitionWindows:
         self._compacted = aggregate.empty()
         # (message, newest window it fed), oldest first
         self._messages: deque[tuple[Any, int]] = deque()
+        # (agent id, agent run, ENI index) → (next expected sequence, newest capture time seen)
+        self._sequences: dict[tuple[str, int, int], tuple[int, int]] = {}
+        self._skipped: set[int] = set()  # window_eni_codes
 
-    def add(self, decoded: Frame, eni_index: np.ndarray, message: Any, stats: WindowStats) -> None:
+    def _skip(self, enis: np.ndarray, first_ns: int, last_ns: int, stats: WindowStats) -> int:
+        """Mark the ENIs' windows covering [first_ns, last_ns] skipped; the newest such window."""
+        first_w, last_w = first_ns // self.window_ns, last_ns // self.window_ns
+        windows = np.arange(first_w, last_w + 1)
+        codes = window_eni_codes(np.repeat(windows, enis.size), np.tile(enis, windows.size))
+        fresh = set(codes.tolist()) - self._skipped
+        stats.skipped_windows += len(fresh)
+        self._skipped.update(fresh)
+        self.open_windows.update(range(first_w, last_w + 1))
+        return last_w
+
+    def _check_sequence(self, decoded: Frame, enis: np.ndarray, stats: WindowStats) -> tuple[bool, int]:
+        """(duplicate?, newest window a gap marked, or -1)."""
+        key = (decoded.agent_id, decoded.agent_start_ns, int(enis[0]))
+        expected, seen_ns = self._sequences.get(key, (decoded.sequence, decoded.first_time_ns))
+        if decoded.sequence < expected:
+            stats.duplicate_frames += 1
+            return True, -1
+        self._sequences[key] = (decoded.sequence + 1, max(seen_ns, decoded.last_time_ns))
+        if decoded.sequence == expected:
+            return False, -1
+        lost = decoded.sequence - expected
+        stats.lost_frames += lost
+        log.warning(
+            "partition %d: %d frames of agent %s for %s never arrived (sequence %d, expected %d);"
+            " windows from the last frame seen to this one are marked SKIPDATA",
+            self.partition, lost, decoded.agent_id, decoded.eni_ids[0], decoded.sequence, expected,
+        )
+        return False, self._skip(enis, seen_ns, max(decoded.first_time_ns, seen_ns), stats)
+
+    def add(self, decoded: Frame, enis: np.ndarray, eni_index: np.ndarray, message: Any, stats: WindowStats) -> None:
+        """Take one frame; ``enis`` maps its ENI table, ``eni_index`` its packets, to ENI indices."""
+        self.last_arrival = time.monotonic()
+        duplicate, newest = self._check_sequence(decoded, enis, stats)
+        if decoded.dropped_packets and not duplicate:
+            stats.dropped_packets_reported += decoded.dropped_packets
+            newest = max(newest, self._skip(enis, decoded.dropped_first_time_ns, decoded.dropped_last_time_ns, stats))
+        if duplicate or decoded.packet_count == 0:
+            self._messages.append((message, newest))
+            return
         first_w = decoded.first_time_ns // self.window_ns
         last_w = decoded.last_time_ns // self.window_ns
         if first_w <= self.closed_through:
@@ -83,10 +136,9 @@ class PartitionWindows:
             )
         self.open_windows.update(range(first_w, last_w + 1))
         self.watermark_ns = max(self.watermark_ns, decoded.last_time_ns)
-        self.last_arrival = time.monotonic()
         self._staged.append((decoded.packets, eni_index))
         self._staged_messages.append(message)
-        self._messages.append((message, last_w))
+        self._messages.append((message, max(last_w, newest)))
         self._staged_packets += decoded.packet_count
         if self._staged_packets >= self.batch_packets:
             self.aggregate_staged()
@@ -135,6 +187,12 @@ class PartitionWindows:
         done = merged.window <= np.uint64(target) if target >= 0 else np.zeros(merged.size, bool)
         flows = merged.select(done)
         self._compacted = merged.select(~done)
+        skipped = np.array(sorted(c for c in self._skipped if c >> 32 <= target), np.uint64)
+        self._skipped.difference_update(skipped.tolist())
+        if skipped.size:
+            silent = skipped[~np.isin(skipped, window_eni_codes(flows.window, flows.eni))]
+            carriers = aggregate.markers(silent >> np.uint64(32), silent & np.uint64(0xFFFFFFFF), self.window_ns)
+            flows = aggregate.concatenate([flows, carriers])
         closed = sorted(w for w in self.open_windows if w <= target)
         self.open_windows.difference_update(closed)
         self.closed_through = max(self.closed_through, target)
@@ -146,7 +204,7 @@ class PartitionWindows:
             else:
                 kept.append((message, newest))
         self._messages = kept
-        return ClosedWindows(self.partition, closed, flows, ready)
+        return ClosedWindows(self.partition, closed, flows, ready, skipped)
 
     def close_all(self) -> ClosedWindows:
         target = max(self.open_windows) if self.open_windows else self.closed_through
@@ -194,7 +252,7 @@ class FlowWindows:
     def add(self, partition: int, decoded: Frame, message: Any) -> None:
         table = self.enis.indices(decoded.eni_ids)
         eni_index = table[decoded.packets.eni]
-        self.partition(partition).add(decoded, eni_index, message, self.stats)
+        self.partition(partition).add(decoded, table, eni_index, message, self.stats)
         self.stats.frames_in += 1
         self.stats.packets_in += decoded.packet_count
 

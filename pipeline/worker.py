@@ -176,7 +176,7 @@ class FlowWorker:
             self.stats.last_flush_seconds = time.monotonic() - started
 
     def _write(self, batch: "WriteBatch") -> None:
-        records = [self.builder.columns(c.flows) for c in batch.closed if c.flows.size]
+        records = [self.builder.columns(c.flows, skipped=c.skipped) for c in batch.closed if c.flows.size]
         # A retried batch carries the same token, so the store drops an insert it already has.
         self.store_sink.write([self.builder.arrow(r) for r in records], dedup_token=batch.token)
         self.flows_sink.write(chain.from_iterable(self.builder.json_lines(r) for r in records), timeout=120.0)

@@ -1,15 +1,20 @@
 """Packet-metadata frame, version 1: the one wire format between agents and the pipeline.
 
 A frame is one Kafka message carrying the metadata of many packets (normally 1k–10k) as
-fixed-width little-endian columns behind a 64-byte header::
+fixed-width little-endian columns behind an 88-byte header::
 
     +-----------------+------------------------+----------------------------------+
-    | header (64 B)   | ENI table              | columns, in COLUMNS order        |
+    | header (88 B)   | ENI table              | columns, in COLUMNS order        |
     |                 | eni_count × 32 B ASCII | each packet_count × width bytes  |
     +-----------------+------------------------+----------------------------------+
 
 Columns are ordered widest first, so every column starts naturally aligned when the
-buffer is. Decoding is zero-copy: :func:`decode` returns numpy views into the message
+buffer is. An agent sends one ENI's packets per frame, keyed by the ENI, so each ENI's
+frames stay in order on one partition; their ``sequence`` numbers let the pipeline see a
+frame lost after it left the agent. Packets the agent itself had to drop (its send
+buffer overflowed, or Kafka refused a frame) are reported in the next frame of that ENI
+— a frame of no packets when nothing else is going — so the pipeline can mark those
+windows ``SKIPDATA``. Decoding is zero-copy: :func:`decode` returns numpy views into the message
 bytes. ``schemas/generated/frame.md`` is the byte-level reference for agents written in
 other languages; it is generated from the definitions below (``flowlogs schemas --write``).
 """
@@ -25,7 +30,7 @@ from flowlogs.errors import BadMagicError, FrameError, TruncatedFrameError, Unsu
 
 MAGIC = b"FLPM"  # "Flow Logs Packet Metadata"
 VERSION = 1
-HEADER_SIZE = 64
+HEADER_SIZE = 88
 ENI_ID_SIZE = 32
 MAX_PACKETS = 65_535  # so the frame fits Kafka's default 1 MiB message limit with room
 MAX_ENIS = 65_535  # the `eni` column is an index into the frame's ENI table
@@ -45,16 +50,19 @@ class FieldSpec(NamedTuple):
 HEADER_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("magic", "S4", 'ASCII "FLPM"'),
     FieldSpec("version", "<u2", "frame format version; this document describes 1"),
-    FieldSpec("header_size", "<u2", "bytes before the ENI table; 64 in version 1"),
+    FieldSpec("header_size", "<u2", "bytes before the ENI table; 88 in version 1"),
     FieldSpec("agent_id", "S16", "agent name, ASCII, NUL-padded"),
-    FieldSpec("sequence", "<u8", "per-agent frame sequence number, +1 per frame, from 0"),
-    FieldSpec("packet_count", "<u4", "rows in every column"),
+    FieldSpec("agent_start_ns", "<u8", "when this run of the agent started (ns since the epoch): with agent_id, names the run"),
+    FieldSpec("sequence", "<u8", "frame number within this agent run and ENI (the ENI table's first entry): from 0, +1 per frame"),
+    FieldSpec("packet_count", "<u4", "rows in every column; 0 only in a frame that just reports drops"),
     FieldSpec("eni_count", "<u2", "entries in the ENI table"),
     FieldSpec("flags", "<u2", "reserved, 0"),
-    FieldSpec("first_time_ns", "<u8", "smallest capture_time_ns in the frame"),
-    FieldSpec("last_time_ns", "<u8", "largest capture_time_ns in the frame"),
-    FieldSpec("dropped_packets", "<u4", "packets the agent dropped for these ENIs since its previous frame"),
+    FieldSpec("first_time_ns", "<u8", "smallest capture_time_ns in the frame (a drop report: of the dropped packets)"),
+    FieldSpec("last_time_ns", "<u8", "largest capture_time_ns in the frame (a drop report: of the dropped packets)"),
+    FieldSpec("dropped_packets", "<u4", "packets of these ENIs the agent dropped since its previous frame for them"),
     FieldSpec("body_size", "<u4", "bytes after the header: ENI table plus columns"),
+    FieldSpec("dropped_first_time_ns", "<u8", "smallest capture time of those dropped packets; 0 when none"),
+    FieldSpec("dropped_last_time_ns", "<u8", "largest capture time of those dropped packets; 0 when none"),
 )
 
 HEADER_DTYPE = np.dtype([(f.name, f.dtype) for f in HEADER_FIELDS])
@@ -117,10 +125,13 @@ class Frame:
     """A decoded frame: header values, the ENI table and the packet columns."""
 
     agent_id: str
+    agent_start_ns: int
     sequence: int
     first_time_ns: int
     last_time_ns: int
     dropped_packets: int
+    dropped_first_time_ns: int
+    dropped_last_time_ns: int
     eni_ids: tuple[str, ...]
     packets: Packets
 
@@ -135,12 +146,18 @@ def encode(
     *,
     agent_id: str,
     sequence: int,
+    agent_start_ns: int = 0,
     dropped_packets: int = 0,
+    dropped_time_ns: tuple[int, int] = (0, 0),
 ) -> bytes:
-    """Build one frame from columns (a :class:`Packets`) or rows (an array of PACKET_DTYPE)."""
+    """Build one frame from columns (a :class:`Packets`) or rows (an array of PACKET_DTYPE).
+
+    A frame of no packets is a drop report: ``dropped_packets`` must then be positive.
+    ``dropped_time_ns`` is the (first, last) capture time of the dropped packets.
+    """
     count = len(packets) if isinstance(packets, np.ndarray) else packets.size
-    if not 0 < count <= MAX_PACKETS:
-        raise ValueError(f"a frame holds 1..{MAX_PACKETS} packets, got {count}")
+    if not (0 < count or dropped_packets > 0) or count > MAX_PACKETS:
+        raise ValueError(f"a frame holds 1..{MAX_PACKETS} packets (0 only to report drops), got {count}")
     if not 0 < len(eni_ids) <= MAX_ENIS:
         raise ValueError(f"a frame holds 1..{MAX_ENIS} ENIs, got {len(eni_ids)}")
     agent = agent_id.encode("ascii")
@@ -155,20 +172,23 @@ def encode(
     for column in COLUMNS:
         body[column.name] = packets[column.name] if isinstance(packets, np.ndarray) else getattr(packets, column.name)
     times = body["capture_time_ns"]
+    first, last = (int(times.min()), int(times.max())) if count else dropped_time_ns
     header = np.zeros(1, dtype=HEADER_DTYPE)
     header[0] = (
         MAGIC,
         VERSION,
         HEADER_SIZE,
         agent,
+        agent_start_ns,
         sequence,
         count,
         len(eni_ids),
         0,
-        int(times.min()),
-        int(times.max()),
+        first,
+        last,
         dropped_packets,
         body.dtype.itemsize,
+        *dropped_time_ns,
     )
     return header.tobytes() + body.tobytes()
 
@@ -193,18 +213,21 @@ def decode(message: bytes | memoryview) -> Frame:
         raise TruncatedFrameError(
             f"frame says {count} packets and {eni_count} ENIs ({expected} bytes) but is {size} bytes"
         )
-    if count == 0 or eni_count == 0:
-        raise TruncatedFrameError("frame has no packets or no ENIs")
+    if (count == 0 and int(header["dropped_packets"]) == 0) or eni_count == 0:
+        raise TruncatedFrameError("frame has no packets (and reports no drops) or no ENIs")
     body = np.frombuffer(message, dtype=dtype, count=1, offset=HEADER_SIZE).reshape(())
     packets = Packets(*(body[c.name] for c in COLUMNS))
-    if int(packets.eni.max()) >= eni_count:
+    if count and int(packets.eni.max()) >= eni_count:
         raise FrameError(f"a packet names ENI index {int(packets.eni.max())} of a {eni_count}-entry table")
     return Frame(
         agent_id=header["agent_id"].decode("ascii", "replace"),
+        agent_start_ns=int(header["agent_start_ns"]),
         sequence=int(header["sequence"]),
         first_time_ns=int(header["first_time_ns"]),
         last_time_ns=int(header["last_time_ns"]),
         dropped_packets=int(header["dropped_packets"]),
+        dropped_first_time_ns=int(header["dropped_first_time_ns"]),
+        dropped_last_time_ns=int(header["dropped_last_time_ns"]),
         eni_ids=tuple(e.decode("ascii", "replace") for e in body["eni_ids"]),
         packets=packets,
     )

@@ -50,11 +50,22 @@ def test_layout_matches_the_documented_offsets() -> None:
     data = frame.encode(_rows(n), ["eni-a", "eni-b", "eni-c"], agent_id="a", sequence=1)
     assert data[:4] == b"FLPM"
     assert int.from_bytes(data[4:6], "little") == 1
-    assert int.from_bytes(data[32:36], "little") == n
+    assert int.from_bytes(data[40:44], "little") == n  # packet_count, after magic..sequence
     offset = frame.HEADER_SIZE + enis * frame.ENI_ID_SIZE
     first_ts = int.from_bytes(data[offset : offset + 8], "little")
     assert first_ts == int(frame.decode(data).packets.capture_time_ns[0])
     assert len(data) == frame.HEADER_SIZE + enis * frame.ENI_ID_SIZE + n * frame.PACKET_SIZE
+
+
+def test_a_frame_of_no_packets_reports_drops() -> None:
+    empty = frame.Packets(*(np.zeros(0, c.dtype) for c in frame.COLUMNS))
+    data = frame.encode(empty, ["eni-a"], agent_id="a", sequence=5, agent_start_ns=7, dropped_packets=12, dropped_time_ns=(100, 200))
+    report = frame.decode(data)
+    assert report.packet_count == 0 and report.dropped_packets == 12 and report.agent_start_ns == 7
+    assert (report.first_time_ns, report.last_time_ns) == (100, 200)
+    assert (report.dropped_first_time_ns, report.dropped_last_time_ns) == (100, 200)
+    with pytest.raises(ValueError, match="0 only to report drops"):
+        frame.encode(empty, ["eni-a"], agent_id="a", sequence=5)
 
 
 def test_bad_magic_is_rejected() -> None:

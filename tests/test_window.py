@@ -1,6 +1,7 @@
 """Windows close by event time (watermark + lateness) or idleness; frames are released for
 acknowledgement only when every window they fed has closed."""
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,10 @@ class Msg:
     offset: int
 
 
-def _frame(times_s: list[float], eni: str = "eni-a") -> frame.Frame:
+_SEQUENCE = itertools.count()
+
+
+def _frame(times_s: list[float], eni: str = "eni-a", *, sequence: int | None = None, dropped: tuple[int, float, float] | None = None) -> frame.Frame:
     n = len(times_s)
     rows = np.zeros(n, frame.PACKET_DTYPE)
     rows["capture_time_ns"] = [T0 + int(t * S) for t in times_s]
@@ -28,7 +32,12 @@ def _frame(times_s: list[float], eni: str = "eni-a") -> frame.Frame:
     rows["protocol"] = 6
     rows["src_port"] = 1234
     rows["dst_port"] = 443
-    return frame.decode(frame.encode(rows, [eni], agent_id="a", sequence=0))
+    drops = {}
+    if dropped:
+        count, first, last = dropped
+        drops = dict(dropped_packets=count, dropped_time_ns=(T0 + int(first * S), T0 + int(last * S)))
+    seq = next(_SEQUENCE) if sequence is None else sequence
+    return frame.decode(frame.encode(rows, [eni], agent_id="a", agent_start_ns=1, sequence=seq, **drops))
 
 
 def _windows(idle: float = 1000.0) -> FlowWindows:
@@ -96,3 +105,53 @@ def test_frame_bytes_are_released_once_aggregated() -> None:
     w.add(0, _frame([1]), m)
     w.partition(0).aggregate_staged()
     assert m.value is None
+
+
+def _statuses(closed) -> dict[tuple[int, str], tuple[int, int]]:
+    """(window offset from T0, ENI) → (packets, rows) of the windows' records, by SKIPDATA-ness."""
+    from pipeline.records import FlowRecordBuilder
+
+    out = {}
+    for c in closed:
+        builder = FlowRecordBuilder(["eni-a", "eni-b"], {}, 10 * S)
+        cols = builder.columns(c.flows, skipped=c.skipped)
+        for w, e, pk, st in zip(cols["window_start"], cols["eni"], cols["packets"], cols["log_status"]):
+            key = (int(w) - T0 // S, ["eni-a", "eni-b"][int(e)], ["OK", "NODATA", "SKIPDATA"][int(st)])
+            out[key] = (out.get(key, (0, 0))[0] + int(pk), out.get(key, (0, 0))[1] + 1)
+    return out
+
+
+def test_agent_drop_reports_mark_those_windows_skipdata() -> None:
+    w = _windows()
+    w.add(0, _frame([1, 2], "eni-a", sequence=0), Msg(b"", 0))
+    w.add(0, _frame([3], "eni-b", sequence=0), Msg(b"", 1))
+    # eni-a lost 5 packets from 4 s to 14 s: windows 0 and 10 of eni-a are incomplete.
+    w.add(0, _frame([15], "eni-a", sequence=1, dropped=(5, 4, 14)), Msg(b"", 2))
+    empty = frame.Packets(*(np.zeros(0, c.dtype) for c in frame.COLUMNS))
+    report = frame.encode(empty, ["eni-b"], agent_id="a", agent_start_ns=1, sequence=1, dropped_packets=2,
+                          dropped_time_ns=(T0 + 35 * S, T0 + 36 * S))
+    w.add(0, frame.decode(report), Msg(b"", 3))  # a drop report alone: eni-b's window 30
+    out = _statuses(w.close_partitions())
+    assert out == {
+        (0, "eni-a", "SKIPDATA"): (2, 1),
+        (0, "eni-b", "OK"): (1, 1),
+        (10, "eni-a", "SKIPDATA"): (1, 1),
+        (30, "eni-b", "SKIPDATA"): (0, 1),  # no flows: one record that says packets were lost
+    }
+    assert w.stats.dropped_packets_reported == 7 and w.stats.skipped_windows == 3
+
+
+def test_a_sequence_gap_marks_skipdata_and_a_repeated_frame_counts_once() -> None:
+    w = _windows()
+    w.add(0, _frame([1], sequence=0), Msg(b"", 0))
+    w.add(0, _frame([2], sequence=1), Msg(b"", 1))
+    w.add(0, _frame([2], sequence=1), Msg(b"", 2))  # the producer sent it twice
+    w.add(0, _frame([25], sequence=4), Msg(b"", 3))  # frames 2 and 3 were lost
+    closed = w.close_partitions()
+    assert _statuses(closed) == {
+        (0, "eni-a", "SKIPDATA"): (2, 1),
+        (10, "eni-a", "SKIPDATA"): (0, 1),
+        (20, "eni-a", "SKIPDATA"): (1, 1),
+    }
+    assert w.stats.lost_frames == 2 and w.stats.duplicate_frames == 1
+    assert [m.offset for c in closed for m in c.messages] == [0, 1, 2, 3]  # all acknowledged
