@@ -1,4 +1,4 @@
-"""Vectorised header decoding: raw captured packets → packet metadata columns.
+"""Header decoding: raw captured packets → packet metadata columns.
 
 Link layers: Ethernet (with 802.1Q / 802.1ad / QinQ tags), raw IP, Linux cooked (SLL and
 SLL2). Network: IPv4 and IPv6 (hop-by-hop, routing, destination-options, fragment, AH and
@@ -7,26 +7,23 @@ TCP flags, ICMP/ICMPv6 type and code. Non-first IP fragments carry no ports (0).
 cut by the snap length keeps whatever fields it still holds; one too short for its IP
 header is counted and dropped. Mirror-session tunnels (VXLAN to UDP 4789, GRE, ERSPAN;
 ``agents/tunnels.py``) are taken off and the inner packet is decoded in their place, with
-its session key. Every step works on whole columns at once.
+its session key. Headers are parsed by one numba-compiled pass (a chain of dependent reads
+per packet); everything around it works on whole columns. No Python runs per packet.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from agents import tunnels
 from agents.source import RawPackets
-from agents.wire import octets, u8, u16
 
+# pcap link types; 12 and 14 are older spellings of raw IP
 ETHERNET, RAW, RAW_IPV4, RAW_IPV6, LINUX_SLL, LINUX_SLL2 = 1, 101, 228, 229, 113, 276
-RAW_ALIASES = (12, 14, RAW)
-_VLAN_TYPES = np.array([0x8100, 0x88A8, 0x9100], np.int64)
-_IPV6_EXTENSIONS = np.array([0, 43, 60, 135, 139, 140], np.int64)  # (len + 1) * 8 bytes
-_AH, _FRAGMENT = 51, 44
-_PORTS = np.array([6, 17, 132, 136], np.int64)  # TCP, UDP, SCTP, UDP-Lite
-_ICMP = np.array([1, 58], np.int64)
+_AH, _FRAGMENT = 51, 44  # IPv6 extension headers with their own length rules
 
 
 @dataclass(slots=True)
@@ -79,111 +76,145 @@ def decode(raw: RawPackets, stats: DecodeStats, *, decapsulate: bool = True) -> 
     return _decode(raw, stats, 2 if decapsulate else 0)[0]
 
 
+_IP, _NON_IP, _TOO_SHORT, _UNKNOWN_LINK = 0, 1, 2, 3  # per-packet outcome of _parse_headers
+
+
+@numba.njit(inline="always")
+def _be16(data: np.ndarray, at: int) -> int:
+    return (int(data[at]) << 8) | int(data[at + 1])
+
+
+@numba.njit(cache=True, nogil=True)
+def _parse_headers(data, start, caplen, linktype, src, dst, ip_length, proto, src_port, dst_port, flags, l4, outcome):  # type: ignore[no-untyped-def]
+    """Link, network and transport headers of every packet, in one compiled pass.
+
+    Each packet is a short chain of dependent header reads (a VLAN tag moves the IP header,
+    an IPv6 extension header moves the next one), which vectorised code can only do as
+    many masked passes over every column; compiled, it is one pass. Writes the output
+    arrays in place; ``outcome`` says per packet whether it is IP or why not.
+    """
+    limit = data.size
+    for i in range(start.size):
+        s = start[i]
+        end = min(s + caplen[i], limit)
+        lt = linktype[i]
+        et = 0
+        if lt == ETHERNET:
+            if s + 14 > end:
+                outcome[i] = _TOO_SHORT
+                continue
+            et = _be16(data, s + 12)
+            l3 = s + 14
+            for _ in range(3):  # up to three stacked VLAN tags (802.1Q, 802.1ad, QinQ)
+                if (et == 0x8100 or et == 0x88A8 or et == 0x9100) and l3 + 4 <= end:
+                    et = _be16(data, l3 + 2)
+                    l3 += 4
+                else:
+                    break
+        elif lt == 12 or lt == 14 or lt == RAW or lt == RAW_IPV4 or lt == RAW_IPV6:
+            l3 = s
+            version = data[s] >> 4 if s < end else 0
+            et = 0x0800 if version == 4 else (0x86DD if version == 6 else 0)
+        elif lt == LINUX_SLL:
+            et = _be16(data, s + 14) if s + 16 <= end else 0
+            l3 = s + 16
+        elif lt == LINUX_SLL2:
+            et = _be16(data, s) if s + 20 <= end else 0
+            l3 = s + 20
+        else:
+            outcome[i] = _UNKNOWN_LINK
+            continue
+
+        if et == 0x0800:
+            if l3 + 20 > end:
+                outcome[i] = _TOO_SHORT
+                continue
+            ip_length[i] = _be16(data, l3 + 2)
+            p = data[l3 + 9]
+            src[i, 10] = src[i, 11] = dst[i, 10] = dst[i, 11] = 0xFF
+            for k in range(4):
+                src[i, 12 + k] = data[l3 + 12 + k]
+                dst[i, 12 + k] = data[l3 + 16 + k]
+            at = l3 + (data[l3] & 0xF) * 4 if (_be16(data, l3 + 6) & 0x1FFF) == 0 else -1
+        elif et == 0x86DD:
+            if l3 + 40 > end:
+                outcome[i] = _TOO_SHORT
+                continue
+            ip_length[i] = _be16(data, l3 + 4) + 40
+            for k in range(16):
+                src[i, k] = data[l3 + 8 + k]
+                dst[i, k] = data[l3 + 24 + k]
+            p = data[l3 + 6]
+            at = l3 + 40
+            first_fragment = True
+            for _ in range(8):  # the extension header chain
+                if at + 8 > end:
+                    break
+                if p == _AH:
+                    length = (int(data[at + 1]) + 2) * 4
+                elif p == _FRAGMENT:
+                    length = 8
+                    if (_be16(data, at + 2) >> 3) != 0:
+                        first_fragment = False
+                elif p == 0 or p == 43 or p == 60 or p == 135 or p == 139 or p == 140:
+                    length = (int(data[at + 1]) + 1) * 8
+                else:
+                    break
+                p = data[at]
+                at += length
+            if not first_fragment:
+                at = -1
+        else:
+            outcome[i] = _NON_IP
+            continue
+
+        outcome[i] = _IP
+        proto[i] = p
+        l4[i] = at  # -1: a non-first fragment, no transport header to read
+        if at < 0:
+            continue
+        if (p == 6 or p == 17 or p == 132 or p == 136) and at + 4 <= end:
+            src_port[i] = _be16(data, at)
+            dst_port[i] = _be16(data, at + 2)
+        if p == 6 and at + 14 <= end:
+            flags[i] = data[at + 13]
+        if (p == 1 or p == 58) and at + 2 <= end:
+            dst_port[i] = _be16(data, at)  # ICMP type << 8 | code
+
+
 def _decode(raw: RawPackets, stats: DecodeStats, tunnel_depth: int) -> tuple[IpPackets, np.ndarray]:
     """The IP packets of ``raw``, and for each the row of ``raw`` it came from."""
-    data, start, caplen = raw.data, raw.offsets, raw.caplen
-    end = start + caplen
-    n = raw.size
-    # Where the network layer starts and which protocol it is (an ethertype).
-    l3 = np.full(n, -1, np.int64)
-    ethertype = np.zeros(n, np.int64)
-    link = raw.linktype.astype(np.int64)
-    eth = link == ETHERNET
-    if eth.any():
-        at = start[eth]
-        et = u16(data, at + 12)
-        off = np.full(at.shape, 14, np.int64)
-        for _ in range(3):  # up to three stacked VLAN tags
-            tagged = np.isin(et, _VLAN_TYPES)
-            if not tagged.any():
-                break
-            et = np.where(tagged, u16(data, at + off + 2), et)
-            off += np.where(tagged, 4, 0)
-        ethertype[eth], l3[eth] = et, at + off
-    raw_ip = np.isin(link, RAW_ALIASES + (RAW_IPV4, RAW_IPV6))
-    if raw_ip.any():
-        version = u8(data, start[raw_ip]) >> 4
-        ethertype[raw_ip] = np.where(version == 4, 0x0800, np.where(version == 6, 0x86DD, 0))
-        l3[raw_ip] = start[raw_ip]
-    for linktype, type_at, header in ((LINUX_SLL, 14, 16), (LINUX_SLL2, 0, 20)):
-        sel = link == linktype
-        if sel.any():
-            ethertype[sel] = u16(data, start[sel] + type_at)
-            l3[sel] = start[sel] + header
-    known = eth | raw_ip | (link == LINUX_SLL) | (link == LINUX_SLL2)
-    for lt in np.unique(link[~known]).tolist():
-        stats.unknown_linktype[int(lt)] = stats.unknown_linktype.get(int(lt), 0) + int((link == lt).sum())
-
-    v4 = known & (ethertype == 0x0800) & (l3 + 20 <= end)
-    v6 = known & (ethertype == 0x86DD) & (l3 + 40 <= end)
-    ip_like = known & np.isin(ethertype, [0x0800, 0x86DD])
-    stats.too_short += int((ip_like & ~v4 & ~v6).sum())
-    stats.non_ip += int((known & ~ip_like).sum())
-    keep = v4 | v6
-
+    data, n = raw.data, raw.size
     src = np.zeros((n, 16), np.uint8)
     dst = np.zeros((n, 16), np.uint8)
-    ip_length = np.zeros(n, np.int64)
-    proto = np.zeros(n, np.int64)
-    l4 = np.full(n, -1, np.int64)  # -1: no transport header to read (non-first fragment)
-
-    if v4.any():
-        at = l3[v4]
-        ihl = (u8(data, at) & 0xF) * 4
-        frag = u16(data, at + 6)
-        ip_length[v4] = u16(data, at + 2)
-        proto[v4] = u8(data, at + 9)
-        src[v4, 10:12] = 0xFF
-        dst[v4, 10:12] = 0xFF
-        src[v4, 12:] = octets(data, at + 12, 4)
-        dst[v4, 12:] = octets(data, at + 16, 4)
-        l4[v4] = np.where((frag & 0x1FFF) == 0, at + ihl, -1)
-
-    if v6.any():
-        at = l3[v6]
-        ip_length[v6] = u16(data, at + 4) + 40
-        nxt = u8(data, at + 6)
-        src[v6] = octets(data, at + 8, 16)
-        dst[v6] = octets(data, at + 24, 16)
-        pos = at + 40
-        limit = end[v6]
-        first_fragment = np.ones(at.shape, bool)
-        for _ in range(8):  # extension header chain
-            ext = np.isin(nxt, _IPV6_EXTENSIONS) | (nxt == _AH) | (nxt == _FRAGMENT)
-            ext &= pos + 8 <= limit
-            if not ext.any():
-                break
-            length = np.where(
-                nxt == _AH, (u8(data, pos + 1) + 2) * 4, np.where(nxt == _FRAGMENT, 8, (u8(data, pos + 1) + 1) * 8)
-            )
-            first_fragment &= ~((nxt == _FRAGMENT) & ext & ((u16(data, pos + 2) >> 3) != 0))
-            nxt = np.where(ext, u8(data, pos), nxt)
-            pos = np.where(ext, pos + length, pos)
-        proto[v6] = nxt
-        l4[v6] = np.where(first_fragment, pos, -1)
-
-    src_port = np.zeros(n, np.int64)
-    dst_port = np.zeros(n, np.int64)
-    flags = np.zeros(n, np.int64)
-    has_ports = keep & (l4 >= 0) & np.isin(proto, _PORTS) & (l4 + 4 <= end)
-    at = l4[has_ports]
-    src_port[has_ports] = u16(data, at)
-    dst_port[has_ports] = u16(data, at + 2)
-    tcp = keep & (l4 >= 0) & (proto == 6) & (l4 + 14 <= end)
-    flags[tcp] = u8(data, l4[tcp] + 13)
-    icmp = keep & (l4 >= 0) & np.isin(proto, _ICMP) & (l4 + 2 <= end)
-    dst_port[icmp] = u16(data, l4[icmp])  # type << 8 | code
+    ip_length = np.zeros(n, np.uint32)
+    proto = np.zeros(n, np.uint8)
+    src_port = np.zeros(n, np.uint16)
+    dst_port = np.zeros(n, np.uint16)
+    flags = np.zeros(n, np.uint8)
+    l4 = np.full(n, -1, np.int64)
+    outcome = np.zeros(n, np.uint8)
+    _parse_headers(data, raw.offsets, raw.caplen, raw.linktype, src, dst, ip_length, proto, src_port, dst_port, flags, l4, outcome)
+    counts = np.bincount(outcome, minlength=4)
+    stats.non_ip += int(counts[_NON_IP])
+    stats.too_short += int(counts[_TOO_SHORT])
+    if counts[_UNKNOWN_LINK]:
+        links, per_link = np.unique(raw.linktype[outcome == _UNKNOWN_LINK], return_counts=True)
+        for lt, count in zip(links.tolist(), per_link.tolist()):
+            stats.unknown_linktype[lt] = stats.unknown_linktype.get(lt, 0) + count
+    keep = outcome == _IP
+    end = raw.offsets + raw.caplen
 
     packets = IpPackets(
         capture_time_ns=raw.time_ns,
         src_addr=src.view("V16").reshape(-1),
         dst_addr=dst.view("V16").reshape(-1),
-        ip_length=ip_length.astype(np.uint32),
+        ip_length=ip_length,
         wire_length=raw.wirelen.astype(np.uint32),
-        src_port=src_port.astype(np.uint16),
-        dst_port=dst_port.astype(np.uint16),
-        protocol=proto.astype(np.uint8),
-        tcp_flags=flags.astype(np.uint8),
+        src_port=src_port,
+        dst_port=dst_port,
+        protocol=proto,
+        tcp_flags=flags,
         session=raw.session if raw.session is not None else np.zeros(n, np.int64),
     )
     if tunnel_depth == 0:
@@ -193,6 +224,7 @@ def _decode(raw: RawPackets, stats: DecodeStats, tunnel_depth: int) -> tuple[IpP
     # Mirror-session tunnels: the outer packet gives way to the packet it carries.
     to_vxlan = np.flatnonzero(keep & (l4 >= 0) & (proto == 17) & (dst_port == tunnels.VXLAN_PORT))
     to_gre = np.flatnonzero(keep & (l4 >= 0) & (proto == 47))
+    data = raw.data
     vxlan = tunnels.vxlan(data, l4[to_vxlan] + 8, end[to_vxlan])
     gre = tunnels.gre(data, l4[to_gre], end[to_gre])
     opened = np.concatenate([to_vxlan[vxlan.valid], to_gre[gre.valid]])

@@ -75,12 +75,15 @@ def per_eni_slices(batch: PacketBatch, max_packets: int) -> Iterator[tuple[str, 
     its ``eni`` column is all zero). Packet order within an ENI is kept.
     """
     eni = batch.packets.eni
-    order = np.argsort(eni, kind="stable")
-    sorted_eni = eni[order]
+    if np.all(eni[1:] >= eni[:-1]):  # already grouped (the ENI resolver does that)
+        sorted_eni, columns = eni, list(batch.packets)
+    else:
+        order = np.argsort(eni, kind="stable")
+        sorted_eni = eni[order]
+        columns = [np.asarray(col)[order] for col in batch.packets]
     bounds = np.flatnonzero(np.diff(sorted_eni)) + 1
     starts = np.concatenate(([0], bounds))
-    ends = np.concatenate((bounds, [len(order)]))
-    columns = [np.asarray(col)[order] for col in batch.packets]
+    ends = np.concatenate((bounds, [sorted_eni.size]))
     for start, end in zip(starts.tolist(), ends.tolist()):
         eni_id = batch.eni_ids[int(sorted_eni[start])]
         for lo in range(start, end, max_packets):

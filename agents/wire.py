@@ -24,8 +24,3 @@ def u16(data: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 def u32(data: np.ndarray, at: np.ndarray) -> np.ndarray:
     return (u16(data, at) << 16) | u16(data, at + 2)
-
-
-def octets(data: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
-    """``width`` bytes from each position: an (n, width) uint8 array."""
-    return data[_clip(data, at, width)[:, None] + np.arange(width)]

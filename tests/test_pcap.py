@@ -212,5 +212,6 @@ def test_eni_addresses_sharing_their_low_bytes_still_resolve_exactly(tmp_path: P
     packets = [E / IPv6(src="2001:db8:9::1", dst=d) / UDP() for d in ("2001:db8:2::10", "2001:db8:1::10", "2001:db8:3::10")]
     raw = next(CaptureReader(write_pcap(tmp_path / "low.pcap", [bytes(p) for p in packets])).chunks())
     batch = resolver.resolve(decode(raw, DecodeStats()))
-    assert [batch.eni_ids[int(e)] for e in batch.packets.eni] == ["eni-2", "eni-1"]
+    got = {(batch.eni_ids[int(e)], addr(batch.packets.dst_addr, i)) for i, e in enumerate(batch.packets.eni)}
+    assert got == {("eni-2", "2001:db8:2::10"), ("eni-1", "2001:db8:1::10")}
     assert resolver.stats.unmatched == 1
