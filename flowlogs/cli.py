@@ -189,6 +189,43 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import os
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipeline.export import ExportRange, check_format, export_flows, parse_time
+
+    check_format(args.format)
+    now = time.time()
+    scope = ExportRange(
+        since=parse_time(args.since, option="--since", now=now),
+        until=parse_time(args.until, option="--until", now=now) if args.until else int(now),
+        interface=args.interface,
+    )
+    settings = _settings(args)
+    if args.account_id is not None:
+        settings = settings.with_section("export", account_id=args.account_id)
+    with Progress(
+        TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn(),
+        console=console, disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task("export", total=None)
+        try:
+            summary = export_flows(
+                settings, args.format, scope, args.output,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        except BrokenPipeError:  # `flowlogs export … | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+    console.print(
+        f"exported {summary.rows:,} flow records ({summary.packets:,} packets, {summary.bytes:,} bytes)"
+        f" to {args.output or 'stdout'}"
+    )
+    return 0
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     from schemas import generate
 
@@ -257,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("sql")
     q.add_argument("--format", choices=["table", "json"], default="table")
     q.set_defaults(func=cmd_query)
+
+    e = sub.add_parser("export", help="write stored flow records as Tencent/AWS flow-log text, JSON lines or Parquet")
+    e.add_argument("--since", required=True, help="windows starting at or after: an age (30m, 1h, 2d) or an ISO time (UTC if no zone)")
+    e.add_argument("--until", help="windows starting before this (same forms; default: now)")
+    e.add_argument("--format", required=True, metavar="tencent|aws|jsonl|parquet")
+    e.add_argument("--output", type=Path, metavar="FILE", help="write here (default: stdout)")
+    e.add_argument("--interface", metavar="ENI", help="only this ENI's records")
+    e.add_argument("--account-id", help="account-id of tencent/aws lines (default: the export.account_id setting, else '-')")
+    e.set_defaults(func=cmd_export)
 
     s = sub.add_parser("schemas", help="check or rewrite schemas/generated from the definitions")
     s.add_argument("--write", action="store_true")

@@ -1,7 +1,7 @@
 """The Flow Logs exception tree.
 
     FlowLogsError                  every error this project raises on purpose
-    ├── ConfigError                settings or an input file are invalid
+    ├── ConfigError                settings, a command argument or an input file are invalid
     ├── FrameError                 a packet-metadata frame cannot be decoded
     │   ├── BadMagicError          not a Flow Logs frame at all
     │   ├── UnsupportedVersionError  a frame version this build does not read
@@ -22,7 +22,7 @@ class FlowLogsError(Exception):
 
 
 class ConfigError(FlowLogsError):
-    """A setting or input file is invalid."""
+    """A setting, command argument or input file is invalid."""
 
 
 class FrameError(FlowLogsError):

@@ -74,6 +74,13 @@ class StoreSettings(_Section):
     batch_rows: int = Field(10_000, ge=1, description="insert when this many rows are buffered…")
     batch_seconds: float = Field(1.0, gt=0, description="…or when the oldest buffered row is this old")
     ttl_days: int = Field(15, ge=1, description="retention of raw flow rows")
+    ttl_1m_days: int = Field(7, ge=1, description="retention of the 1-minute rollup")
+    ttl_5m_days: int = Field(90, ge=1, description="retention of the 5-minute rollup")
+    ttl_1h_days: int = Field(365, ge=1, description="retention of the 1-hour rollup")
+
+    def rollup_ttl_days(self) -> dict[str, int]:
+        """Retention of each rollup, by its label in schemas/rollups.py."""
+        return {"1m": self.ttl_1m_days, "5m": self.ttl_5m_days, "1h": self.ttl_1h_days}
 
 
 class WorkerSettings(_Section):
@@ -100,6 +107,13 @@ class AgentSettings(_Section):
     delivery_timeout_seconds: float = Field(30.0, gt=0, description="a frame Kafka has not taken by then counts as dropped")
     metrics_port: int | None = Field(None, ge=0, lt=65536, description="serve Prometheus metrics on this port (0 = any free one)")
     metrics_host: str = "127.0.0.1"
+
+
+class ExportSettings(_Section):
+    account_id: str | None = Field(
+        None, pattern=r"^\S+$", description="account-id written in tencent/aws exports (no spaces); unset = '-'"
+    )
+    page_rows: int = Field(50_000, ge=1, description="flow rows read from the store per query while exporting")
 
 
 class _FileSource(PydanticBaseSettingsSource):
@@ -140,6 +154,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     worker: WorkerSettings = WorkerSettings()
     agent: AgentSettings = AgentSettings()
+    export: ExportSettings = ExportSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -5,18 +5,25 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flowlogs.errors import StoreError
 from flowlogs.settings import Settings
 from pipeline.store import Store, read_owner
 
+Result = tuple[list[str], list[list[Any]]]
+Reader = Callable[[str], Result]
 
-def run_sql(settings: Settings, sql: str, timeout: float = 60.0) -> tuple[list[str], list[list[Any]]]:
-    """(columns, rows) of a read-only query.
+
+@contextmanager
+def open_reader(settings: Settings, timeout: float = 60.0) -> Iterator[Reader]:
+    """A function that runs read-only SQL and returns (columns, rows), valid inside the block.
 
     A ClickHouse server is queried directly. An embedded chDB dir held by a running worker
-    is queried through that worker's API; a free one is opened here for the query.
+    is queried through that worker's API; a free one is opened here, once for the whole
+    block, so a run of queries (an export's pages) does not reopen it each time.
     """
     if settings.store.url is None:
         owner = read_owner(settings.chdb_path)
@@ -25,17 +32,29 @@ def run_sql(settings: Settings, sql: str, timeout: float = 60.0) -> tuple[list[s
                 raise StoreError(
                     f"the chDB dir {settings.chdb_path} is held by process {owner.get('pid')} which has no API"
                 )
-            return query_api(str(owner["api_url"]), sql, timeout)
+            api_url = str(owner["api_url"])
+            yield lambda sql: query_api(api_url, sql, timeout)
+            return
     store = Store(settings)
     store.start()
-    try:
+
+    def read(sql: str) -> Result:
         columns, rows = store.query_readonly(sql)
+        return columns, [list(r) for r in rows]
+
+    try:
+        yield read
     finally:
         store.stop()
-    return columns, [list(r) for r in rows]
 
 
-def query_api(api_url: str, sql: str, timeout: float = 60.0) -> tuple[list[str], list[list[Any]]]:
+def run_sql(settings: Settings, sql: str, timeout: float = 60.0) -> Result:
+    """(columns, rows) of one read-only query (see :func:`open_reader` for where it runs)."""
+    with open_reader(settings, timeout) as read:
+        return read(sql)
+
+
+def query_api(api_url: str, sql: str, timeout: float = 60.0) -> Result:
     request = urllib.request.Request(
         f"{api_url}/query",
         data=json.dumps({"sql": sql}).encode(),

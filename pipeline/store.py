@@ -22,7 +22,8 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from flowlogs.errors import StoreError, StoreLockedError
 from flowlogs.settings import Settings
-from schemas import flow_record
+from pipeline.table_choice import retention_days
+from schemas import flow_record, rollups, window_closes
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +122,57 @@ class Store:
         self._release_ownership()
 
     def migrate(self) -> None:
-        """Create the database and tables if missing (idempotent)."""
+        """Create the database, the flows table, its rollups and the close log if missing; apply the TTLs.
+
+        Idempotent. A rollup created next to a ``flows`` table that already holds rows is
+        filled from it before its view starts adding new inserts; that is exact when no other
+        process inserts meanwhile (a worker migrates before it consumes). A TTL setting that
+        differs from a table's TTL is applied with ALTER TABLE … MODIFY TTL.
+        """
         db = self.settings.store.database
+        ttl = retention_days(self.settings.store)
         self.command(f"CREATE DATABASE IF NOT EXISTS {db}")
-        self.command(flow_record.create_table_ddl(f"{db}.{flow_record.FLOWS_TABLE}", self.settings.store.ttl_days))
+        self.command(flow_record.create_table_ddl(f"{db}.{flow_record.FLOWS_TABLE}", ttl[flow_record.FLOWS_TABLE]))
+        self._apply_ttl(db, flow_record.FLOWS_TABLE, "window_start", ttl[flow_record.FLOWS_TABLE])
+        for rollup in rollups.ROLLUPS:
+            is_new = not self._table_exists(db, rollup.table)
+            self.command(rollups.create_table_ddl(rollup, ttl[rollup.table], db))
+            if is_new:
+                self._backfill(db, rollup)
+            self.command(rollups.create_view_ddl(rollup, db))
+            self._apply_ttl(db, rollup.table, rollups.BUCKET, ttl[rollup.table])
+        self.command(window_closes.create_table_ddl(f"{db}.{window_closes.TABLE}"))
         self._client.database = db  # unqualified names in queries mean the flows database
+
+    def _backfill(self, db: str, rollup: rollups.Rollup) -> None:
+        """Fill a new rollup from the flows rows already stored, one day partition at a time
+        (buckets never cross midnight), so no GROUP BY has to hold more than a day."""
+        _, days = self.query(
+            "SELECT DISTINCT partition FROM system.parts WHERE database = {db:String} AND table = {table:String}"
+            " AND active ORDER BY partition",
+            {"db": db, "table": flow_record.FLOWS_TABLE},
+        )
+        for (day,) in days:
+            where = f"{flow_record.PARTITION_KEY} = toDate({flow_record.sql_string(day)})"
+            self.command(f"INSERT INTO {db}.{rollup.table} " + rollups.select_sql(rollup, db, where))
+        if days:
+            log.info("filled %s.%s from %d days of stored flows", db, rollup.table, len(days))
+
+    def _table_exists(self, db: str, table: str) -> bool:
+        _, rows = self.query(
+            "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {table:String}",
+            {"db": db, "table": table},
+        )
+        return bool(rows[0][0])
+
+    def _apply_ttl(self, db: str, table: str, column: str, days: int) -> None:
+        _, rows = self.query(
+            "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {table:String}",
+            {"db": db, "table": table},
+        )
+        if f"TTL {column} + toIntervalDay({days})" not in rows[0][0]:
+            log.info("setting the TTL of %s.%s to %d days", db, table, days)
+            self.command(f"ALTER TABLE {db}.{table} MODIFY TTL {column} + INTERVAL {days} DAY")
 
     def command(self, sql: str) -> Any:
         with self._lock:
@@ -135,7 +182,15 @@ class Store:
                 raise StoreError(f"ClickHouse rejected a command: {exc}") from exc
 
     def insert_flows(self, table: pa.Table, dedup_token: str | None = None) -> None:
-        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        settings: dict[str, Any] = {
+            # A replayed insert dropped by the flows table must be dropped by the rollups' views too.
+            "deduplicate_blocks_in_dependent_materialized_views": 1,
+            # The views already GROUP BY the rollups' whole key, so summing equal keys within
+            # an inserted block would find nothing; skipping it ~halves the views' insert cost.
+            "optimize_on_insert": 0,
+        }
+        if dedup_token:
+            settings["insert_deduplication_token"] = dedup_token
         target = f"{self.settings.store.database}.{flow_record.FLOWS_TABLE}"
         with self._lock:
             try:

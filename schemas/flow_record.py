@@ -5,8 +5,8 @@ Field names follow the AWS VPC / Tencent Cloud flow-log vocabulary (``interface-
 are; ClickHouse columns use the same names with ``-`` turned into ``_``.
 
 To add a field: add a :class:`FlowField` to ``FLOW_FIELDS``, fill it in
-``pipeline/records.py``, run ``flowlogs schemas --write`` and commit the regenerated files
-(a test fails while they drift).
+``pipeline/records.py``, decide whether the rollups keep it (``schemas/rollups.py``), run
+``flowlogs schemas --write`` and commit the regenerated files (a test fails while they drift).
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ SORT_KEY = ("interface_id", "window_start", "srcaddr", "dstaddr", "flow_id")
 PARTITION_KEY = "toDate(window_start)"
 
 
-def _quote(text: str) -> str:
+def sql_string(text: str) -> str:
+    """``text`` as a ClickHouse string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -88,7 +89,7 @@ def create_table_ddl(table: str = FLOWS_TABLE, ttl_days: int = 15) -> str:
     ``insert_deduplication_token`` be dropped by the server.
     """
     lines = [
-        f"    `{f.column}` {f.clickhouse_type}{' ' + f.codec if f.codec else ''} COMMENT {_quote(f.description)}"
+        f"    `{f.column}` {f.clickhouse_type}{' ' + f.codec if f.codec else ''} COMMENT {sql_string(f.description)}"
         for f in FLOW_FIELDS
     ]
     return (

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from schemas import flow_record, frame, topics
+from schemas import flow_record, frame, rollups, topics, window_closes
 
 GENERATED_DIR = Path(__file__).with_name("generated")
 
@@ -74,10 +74,23 @@ def _frame_markdown() -> str:
     return "\n".join(out)
 
 
+def _flows_sql() -> str:
+    statements = [flow_record.create_table_ddl()]
+    for rollup in rollups.ROLLUPS:
+        statements += [rollups.create_table_ddl(rollup), rollups.create_view_ddl(rollup)]
+    statements.append(window_closes.create_table_ddl())
+    header = (
+        "-- Generated from schemas/flow_record.py, schemas/rollups.py and schemas/window_closes.py — do not edit.\n"
+        "-- The raw flows table, then each rollup table and the materialized view that fills it.\n"
+        "-- TTLs are the defaults; the store applies the configured ones.\n\n"
+    )
+    return header + "".join(s + ";\n\n" for s in statements).rstrip("\n") + "\n"
+
+
 def rendered() -> dict[str, str]:
     """File name → content for every generated reference file."""
     return {
-        "flows.sql": flow_record.create_table_ddl() + ";\n",
+        "flows.sql": _flows_sql(),
         "flow-record.schema.json": orjson.dumps(
             flow_record.json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
         ).decode()

@@ -19,7 +19,7 @@ def flowlogs(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess[
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     out = flowlogs("--help", home=tmp_path)
     assert out.returncode == 0
-    for command in ("broker", "agent", "worker", "up", "query", "schemas"):
+    for command in ("broker", "agent", "worker", "up", "query", "export", "schemas"):
         assert command in out.stdout
 
 
@@ -51,3 +51,13 @@ def test_query_opens_a_free_store_and_reports_bad_sql(tmp_path: Path) -> None:
     assert "query failed" in bad.stderr and "Traceback" not in bad.stderr
     write = flowlogs("query", "DROP TABLE flows", home=tmp_path)
     assert write.returncode == 2 and "readonly" in write.stderr.lower()
+
+
+def test_export_refuses_bad_times_and_formats(tmp_path: Path) -> None:
+    bad_format = flowlogs("export", "--since", "1h", "--format", "csv", home=tmp_path)
+    assert bad_format.returncode == 2
+    assert "unknown export format 'csv'" in bad_format.stderr and "Traceback" not in bad_format.stderr
+    bad_time = flowlogs("export", "--since", "last tuesday", "--format", "aws", home=tmp_path)
+    assert bad_time.returncode == 2
+    assert "--since 'last tuesday' is not a time" in bad_time.stderr and "Traceback" not in bad_time.stderr
+    assert not (tmp_path / "chdb").exists()  # refused before the store was opened

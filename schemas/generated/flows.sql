@@ -1,3 +1,7 @@
+-- Generated from schemas/flow_record.py, schemas/rollups.py and schemas/window_closes.py — do not edit.
+-- The raw flows table, then each rollup table and the materialized view that fills it.
+-- TTLs are the defaults; the store applies the configured ones.
+
 CREATE TABLE IF NOT EXISTS flows
 (
     `version` UInt8 COMMENT 'flow record format version',
@@ -26,3 +30,145 @@ PARTITION BY toDate(window_start)
 ORDER BY (interface_id, window_start, srcaddr, dstaddr, flow_id)
 TTL window_start + INTERVAL 15 DAY
 SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS flows_1m
+(
+    `bucket` DateTime('UTC') CODEC(DoubleDelta, ZSTD(1)) COMMENT 'start of the 1m bucket the flow windows started in',
+    `interface_id` LowCardinality(String) COMMENT 'ENI the packets were seen on',
+    `srcaddr` IPv6 COMMENT 'source address (IPv4 stored IPv4-mapped)',
+    `dstaddr` IPv6 COMMENT 'destination address',
+    `dstport` UInt16 COMMENT 'destination port; ICMP type << 8 | code',
+    `protocol` UInt8 COMMENT 'IANA protocol number',
+    `flow_direction` Enum8('ingress' = 1, 'egress' = 2) COMMENT 'relative to the ENI',
+    `action` Enum8('ACCEPT' = 1, 'REJECT' = 2) COMMENT 'security-group / ACL verdict',
+    `log_status` Enum8('OK' = 1, 'NODATA' = 2, 'SKIPDATA' = 3) COMMENT 'OK, NODATA (no traffic) or SKIPDATA (packets lost)',
+    `type` Enum8('IPv4' = 4, 'IPv6' = 6) COMMENT 'IP version of the traffic',
+    `vpc_id` LowCardinality(String) COMMENT 'VPC of the ENI, \'-\' when unknown',
+    `subnet_id` LowCardinality(String) COMMENT 'subnet of the ENI, \'-\' when unknown',
+    `packets` UInt64 CODEC(T64, ZSTD(1)) COMMENT 'sum of the flow records\' packets',
+    `bytes` UInt64 CODEC(T64, ZSTD(1)) COMMENT 'sum of the flow records\' bytes',
+    `records` UInt64 CODEC(T64, ZSTD(1)) COMMENT 'number of flow records summed into this row'
+)
+ENGINE = SummingMergeTree
+PARTITION BY toDate(bucket)
+PRIMARY KEY (interface_id, bucket)
+ORDER BY (interface_id, bucket, srcaddr, dstaddr, dstport, protocol, flow_direction, action, log_status, type, vpc_id, subnet_id)
+TTL bucket + INTERVAL 7 DAY
+SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS flows_1m_mv TO flows_1m
+AS SELECT
+    toStartOfInterval(window_start, INTERVAL 1 MINUTE) AS bucket,
+    interface_id,
+    srcaddr,
+    dstaddr,
+    dstport,
+    protocol,
+    flow_direction,
+    action,
+    log_status,
+    type,
+    vpc_id,
+    subnet_id,
+    sum(packets) AS packets,
+    sum(bytes) AS bytes,
+    count() AS records
+FROM flows
+GROUP BY bucket, interface_id, srcaddr, dstaddr, dstport, protocol, flow_direction, action, log_status, type, vpc_id, subnet_id;
+
+CREATE TABLE IF NOT EXISTS flows_5m
+(
+    `bucket` DateTime('UTC') CODEC(DoubleDelta, ZSTD(1)) COMMENT 'start of the 5m bucket the flow windows started in',
+    `interface_id` LowCardinality(String) COMMENT 'ENI the packets were seen on',
+    `srcaddr` IPv6 COMMENT 'source address (IPv4 stored IPv4-mapped)',
+    `dstaddr` IPv6 COMMENT 'destination address',
+    `dstport` UInt16 COMMENT 'destination port; ICMP type << 8 | code',
+    `protocol` UInt8 COMMENT 'IANA protocol number',
+    `flow_direction` Enum8('ingress' = 1, 'egress' = 2) COMMENT 'relative to the ENI',
+    `action` Enum8('ACCEPT' = 1, 'REJECT' = 2) COMMENT 'security-group / ACL verdict',
+    `log_status` Enum8('OK' = 1, 'NODATA' = 2, 'SKIPDATA' = 3) COMMENT 'OK, NODATA (no traffic) or SKIPDATA (packets lost)',
+    `type` Enum8('IPv4' = 4, 'IPv6' = 6) COMMENT 'IP version of the traffic',
+    `vpc_id` LowCardinality(String) COMMENT 'VPC of the ENI, \'-\' when unknown',
+    `subnet_id` LowCardinality(String) COMMENT 'subnet of the ENI, \'-\' when unknown',
+    `packets` UInt64 CODEC(T64, ZSTD(1)) COMMENT 'sum of the flow records\' packets',
+    `bytes` UInt64 CODEC(T64, ZSTD(1)) COMMENT 'sum of the flow records\' bytes',
+    `records` UInt64 CODEC(T64, ZSTD(1)) COMMENT 'number of flow records summed into this row'
+)
+ENGINE = SummingMergeTree
+PARTITION BY toDate(bucket)
+PRIMARY KEY (interface_id, bucket)
+ORDER BY (interface_id, bucket, srcaddr, dstaddr, dstport, protocol, flow_direction, action, log_status, type, vpc_id, subnet_id)
+TTL bucket + INTERVAL 90 DAY
+SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS flows_5m_mv TO flows_5m
+AS SELECT
+    toStartOfInterval(window_start, INTERVAL 5 MINUTE) AS bucket,
+    interface_id,
+    srcaddr,
+    dstaddr,
+    dstport,
+    protocol,
+    flow_direction,
+    action,
+    log_status,
+    type,
+    vpc_id,
+    subnet_id,
+    sum(packets) AS packets,
+    sum(bytes) AS bytes,
+    count() AS records
+FROM flows
+GROUP BY bucket, interface_id, srcaddr, dstaddr, dstport, protocol, flow_direction, action, log_status, type, vpc_id, subnet_id;
+
+CREATE TABLE IF NOT EXISTS flows_1h
+(
+    `bucket` DateTime('UTC') CODEC(DoubleDelta, ZSTD(1)) COMMENT 'start of the 1h bucket the flow windows started in',
+    `interface_id` LowCardinality(String) COMMENT 'ENI the packets were seen on',
+    `protocol` UInt8 COMMENT 'IANA protocol number',
+    `flow_direction` Enum8('ingress' = 1, 'egress' = 2) COMMENT 'relative to the ENI',
+    `action` Enum8('ACCEPT' = 1, 'REJECT' = 2) COMMENT 'security-group / ACL verdict',
+    `log_status` Enum8('OK' = 1, 'NODATA' = 2, 'SKIPDATA' = 3) COMMENT 'OK, NODATA (no traffic) or SKIPDATA (packets lost)',
+    `type` Enum8('IPv4' = 4, 'IPv6' = 6) COMMENT 'IP version of the traffic',
+    `vpc_id` LowCardinality(String) COMMENT 'VPC of the ENI, \'-\' when unknown',
+    `subnet_id` LowCardinality(String) COMMENT 'subnet of the ENI, \'-\' when unknown',
+    `packets` UInt64 CODEC(T64, ZSTD(1)) COMMENT 'sum of the flow records\' packets',
+    `bytes` UInt64 CODEC(T64, ZSTD(1)) COMMENT 'sum of the flow records\' bytes',
+    `records` UInt64 CODEC(T64, ZSTD(1)) COMMENT 'number of flow records summed into this row'
+)
+ENGINE = SummingMergeTree
+PARTITION BY toDate(bucket)
+PRIMARY KEY (interface_id, bucket)
+ORDER BY (interface_id, bucket, protocol, flow_direction, action, log_status, type, vpc_id, subnet_id)
+TTL bucket + INTERVAL 365 DAY
+SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS flows_1h_mv TO flows_1h
+AS SELECT
+    toStartOfInterval(window_start, INTERVAL 1 HOUR) AS bucket,
+    interface_id,
+    protocol,
+    flow_direction,
+    action,
+    log_status,
+    type,
+    vpc_id,
+    subnet_id,
+    sum(packets) AS packets,
+    sum(bytes) AS bytes,
+    count() AS records
+FROM flows
+GROUP BY bucket, interface_id, protocol, flow_direction, action, log_status, type, vpc_id, subnet_id;
+
+CREATE TABLE IF NOT EXISTS window_closes
+(
+    `topic` LowCardinality(String) COMMENT 'frames topic',
+    `partition` UInt32 COMMENT 'partition of the frames topic',
+    `offset` UInt64 COMMENT 'offset of the last frame consumed before the close',
+    `target` Int64 COMMENT 'every window with index ≤ target was closed (index = capture time // window_ns)',
+    `window_ns` UInt64 COMMENT 'window length the indices refer to',
+    `written_at` DateTime COMMENT 'when the close was recorded'
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (topic, partition, offset, target)
+TTL written_at + INTERVAL 7 DAY;
