@@ -81,6 +81,12 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store) -> faust.Ap
         async for event in stream.noack().events():
             await worker.on_message(event.message)
 
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(_app: faust.App, revoked: set[TP], **_kw: Any) -> None:
+        # Every rebalance revokes first (eager protocol); whoever gets a partition next
+        # replays it from its committed offset, repeating the recorded closes.
+        await worker.revoke({tp.partition for tp in revoked if tp.topic == frames_topic})
+
     @app.timer(TICK_SECONDS)
     async def close_due_windows() -> None:
         await worker.tick()

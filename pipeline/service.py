@@ -9,10 +9,12 @@ import faust
 from flowlogs.kafka import ensure_topics
 from flowlogs.settings import Settings
 from pipeline.app import create_app
+from pipeline.close_log import CloseLog
 from pipeline.sinks.clickhouse import ClickHouseSink
 from pipeline.sinks.topic import DeadLetterSink, FlowTopicSink
 from pipeline.store import Store
 from pipeline.worker import FlowWorker
+from schemas import topics
 from schemas.inventory import load_inventory
 
 log = logging.getLogger(__name__)
@@ -29,12 +31,14 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     store = Store(settings, api_url=api_url(settings))
     store.start()
     try:
+        close_log = CloseLog(store, settings.topic(topics.FRAMES.suffix), settings.worker.window_seconds * 1_000_000_000)
         worker = FlowWorker(
             settings,
             store_sink=ClickHouseSink(store),
             flows_sink=FlowTopicSink(settings),
             dead_letter=DeadLetterSink(settings),
             placement=placement,
+            close_log=close_log,
         )
         app = create_app(settings, worker, store)
         log.info("worker API on %s, store: %s", api_url(settings), store.describe())

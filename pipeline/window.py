@@ -9,6 +9,13 @@ A frame's Kafka message is handed back for acknowledgement only once every windo
 is closed — so the committed offset never passes the first frame of the oldest open
 window, and a crash replays exactly what was only in memory.
 
+Every close is a :class:`CloseEvent`: "after the frame at offset O, windows up to T were
+closed". The worker records it before writing what it produced, and names the write after
+it. A restarted worker (or a partition's new owner after a rebalance) replays from the
+committed offset and repeats the recorded closes at exactly the same offsets, so each
+produces the same rows under the same name and the store keeps only one copy; after the
+last recorded close, windows close by watermark and idleness again.
+
 Loss is marked, never hidden: an agent's drop report (``dropped_packets`` in a frame
 header) or a gap in an agent's per-ENI frame sequence marks the ENI's windows it covers
 as skipped; their records get log-status SKIPDATA, and a window that has no flows for
@@ -36,11 +43,20 @@ log = logging.getLogger(__name__)
 _COMPACT_MIN_ROWS = 1 << 20
 
 
+@dataclass(frozen=True, slots=True)
+class CloseEvent:
+    """After consuming ``offset``, the partition closed every window ≤ ``target``."""
+
+    partition: int
+    offset: int
+    target: int
+
+
 @dataclass(slots=True)
 class ClosedWindows:
     """Flows of the windows a partition just closed, and the messages now safe to ack."""
 
-    partition: int
+    event: CloseEvent
     windows: list[int]
     flows: FlowAggregate  # including one zero-traffic row per skipped (window, ENI) without flows
     messages: list[Any]
@@ -83,6 +99,18 @@ class PartitionWindows:
         # (agent id, agent run, ENI index) → (next expected sequence, newest capture time seen)
         self._sequences: dict[tuple[str, int, int], tuple[int, int]] = {}
         self._skipped: set[int] = set()  # window_eni_codes
+        self.consumed_offset = -1  # offset of the last message added
+        self._replay: deque[CloseEvent] = deque()  # recorded closes still to repeat
+
+    def resume(self, closed_through: int, replay: list[CloseEvent]) -> None:
+        """Start from a recorded history: windows ≤ ``closed_through`` were closed before the
+        first message this partition will get; ``replay`` are the closes to repeat, in order."""
+        self.closed_through = closed_through
+        self._replay = deque(sorted(replay, key=lambda e: e.offset))
+
+    @property
+    def replaying(self) -> bool:
+        return bool(self._replay)
 
     def _skip(self, enis: np.ndarray, first_ns: int, last_ns: int, stats: WindowStats) -> int:
         """Mark the ENIs' windows covering [first_ns, last_ns] skipped; the newest such window."""
@@ -117,6 +145,7 @@ class PartitionWindows:
     def add(self, decoded: Frame, enis: np.ndarray, eni_index: np.ndarray, message: Any, stats: WindowStats) -> None:
         """Take one frame; ``enis`` maps its ENI table, ``eni_index`` its packets, to ENI indices."""
         self.last_arrival = time.monotonic()
+        self.consumed_offset = max(self.consumed_offset, int(message.offset))
         duplicate, newest = self._check_sequence(decoded, enis, stats)
         if decoded.dropped_packets and not duplicate:
             stats.dropped_packets_reported += decoded.dropped_packets
@@ -172,6 +201,11 @@ class PartitionWindows:
         its turn behind a backlog is not idle, and closing its windows early would split
         flows that are still on their way.
         """
+        if self._replay:
+            # Repeating recorded closes: exactly where they happened, and no other.
+            if self._replay[0].offset <= self.consumed_offset:
+                return self._replay.popleft().target
+            return None
         if not self.open_windows:
             return None
         if caught_up and now - self.last_arrival >= idle_seconds:
@@ -204,7 +238,8 @@ class PartitionWindows:
             else:
                 kept.append((message, newest))
         self._messages = kept
-        return ClosedWindows(self.partition, closed, flows, ready, skipped)
+        event = CloseEvent(self.partition, self.consumed_offset, target)
+        return ClosedWindows(event, closed, flows, ready, skipped)
 
     def close_all(self) -> ClosedWindows:
         target = max(self.open_windows) if self.open_windows else self.closed_through
@@ -262,10 +297,17 @@ class FlowWindows:
         now = time.monotonic() if now is None else now
         closed = []
         for partition, state in self._partitions.items():
-            target = state.close_target(self.idle_seconds, now, caught_up(partition))
-            if target is not None:
+            while (target := state.close_target(self.idle_seconds, now, caught_up(partition))) is not None:
                 closed.append(self._record(state.close(target)))
         return closed
+
+    def has(self, partition: int) -> bool:
+        return partition in self._partitions
+
+    def discard_partitions(self, partitions: set[int]) -> None:
+        """Forget partitions (revoked): their new owner replays them from the committed offset."""
+        for p in partitions:
+            self._partitions.pop(p, None)
 
     def close_partitions(self, partitions: set[int] | None = None) -> list[ClosedWindows]:
         """Close every open window (of the given partitions), e.g. at shutdown or revocation."""

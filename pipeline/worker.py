@@ -5,12 +5,17 @@ and calls :meth:`tick` on a timer. Frames are aggregated into :class:`FlowWindow
 windows are buffered and written to the sinks in batches (``store.batch_rows`` rows or
 ``store.batch_seconds``); only after a batch is durable in both sinks are its frames
 acknowledged, so Faust's committed offset never runs ahead of the store.
+
+Exactly-once in the store, across crashes and rebalances: each close is recorded in the
+:class:`CloseLog` before its rows are written, and its rows are inserted under the close's
+deduplication token. Whoever consumes a partition next repeats the recorded closes at the
+same offsets; a repeated insert is dropped by the store. Records on the flows topic are
+at-least-once, with deterministic flow ids for consumers to drop repeats.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +25,7 @@ from typing import Any
 
 from flowlogs.errors import FlowLogsError, FrameError
 from flowlogs.settings import Settings
+from pipeline.close_log import CloseLog
 from pipeline.records import FlowRecordBuilder
 from pipeline.sinks.clickhouse import ClickHouseSink
 from pipeline.sinks.topic import DeadLetterSink, FlowTopicSink
@@ -42,15 +48,11 @@ class WriterStats:
 
 
 class WriteBatch:
-    """Closed windows written together; ``token`` identifies exactly this content."""
+    """Closed windows written together (one store insert per close, under the close's token)."""
 
     def __init__(self, closed: list[ClosedWindows]) -> None:
         self.closed = closed
         self.rows = sum(c.flows.size for c in closed)
-        identity = [
-            (c.partition, tuple(c.windows), tuple(sorted(m.offset for m in c.messages)), c.flows.size) for c in closed
-        ]
-        self.token = hashlib.blake2b(repr(identity).encode(), digest_size=16).hexdigest()
 
 
 class FlowWorker:
@@ -62,6 +64,7 @@ class FlowWorker:
         flows_sink: FlowTopicSink,
         dead_letter: DeadLetterSink,
         placement: dict[str, tuple[str, str]],
+        close_log: CloseLog,
     ) -> None:
         cfg = settings.worker
         self.settings = settings
@@ -75,6 +78,7 @@ class FlowWorker:
         self.store_sink = store_sink
         self.flows_sink = flows_sink
         self.dead_letter = dead_letter
+        self.close_log = close_log
         self.stats = WriterStats()
         self._ack: Ack = lambda _m: None
         self._highwater: Highwater = lambda _p: None
@@ -97,6 +101,10 @@ class FlowWorker:
         return highwater is None or self._next_offset.get(partition, 0) >= highwater
 
     async def on_message(self, message: Any) -> None:
+        if not self.windows.has(message.partition):
+            # The first frame of a partition we (newly) consume: where did its history stop?
+            closed_through, replay = await asyncio.to_thread(self.close_log.history, message.partition, message.offset)
+            self.windows.partition(message.partition).resume(closed_through, replay)
         self._next_offset[message.partition] = message.offset + 1
         try:
             decoded = frame.decode(message.value)
@@ -117,6 +125,22 @@ class FlowWorker:
         """Close every open window (of ``partitions``) now and write it out."""
         self._collect(self.windows.close_partitions(partitions))
         await self.flush()
+
+    async def revoke(self, partitions: set[int]) -> None:
+        """Partitions taken away: forget them, unwritten closes included; their new owner
+        replays from the committed offset. A write in flight finishes first, so the close
+        log is complete before the new owner reads it."""
+        async with self._flush_lock:
+            self.windows.discard_partitions(partitions)
+            kept = [c for c in self._pending if c.event.partition not in partitions]
+            self._pending, self._pending_rows = kept, sum(c.flows.size for c in kept)
+            if not kept:
+                self._pending_since = None
+            if self._failed is not None:
+                remaining = [c for c in self._failed.closed if c.event.partition not in partitions]
+                self._failed = WriteBatch(remaining) if remaining else None
+            for p in partitions:
+                self._next_offset.pop(p, None)
 
     async def _reject(self, message: Any, exc: FrameError) -> None:
         source = f"{message.topic}/{message.partition}/{message.offset}"
@@ -176,9 +200,15 @@ class FlowWorker:
             self.stats.last_flush_seconds = time.monotonic() - started
 
     def _write(self, batch: "WriteBatch") -> None:
-        records = [self.builder.columns(c.flows, skipped=c.skipped) for c in batch.closed if c.flows.size]
-        # A retried batch carries the same token, so the store drops an insert it already has.
-        self.store_sink.write([self.builder.arrow(r) for r in records], dedup_token=batch.token)
+        # The closes first: from here on, whoever replays these partitions repeats them.
+        self.close_log.record([c.event for c in batch.closed])
+        records = []
+        for closed in batch.closed:
+            if closed.flows.size:
+                cols = self.builder.columns(closed.flows, skipped=closed.skipped)
+                # A repeated close (retry, replay) carries the same token: the store keeps one copy.
+                self.store_sink.write([self.builder.arrow(cols)], dedup_token=self.close_log.token(closed.event))
+                records.append(cols)
         self.flows_sink.write(chain.from_iterable(self.builder.json_lines(r) for r in records), timeout=120.0)
 
     def snapshot(self) -> dict[str, Any]:

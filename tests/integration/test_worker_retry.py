@@ -12,6 +12,7 @@ import pytest
 from agents.source import per_eni_slices
 from agents.synthetic import SyntheticConfig, SyntheticTraffic
 from flowlogs.kafka import ensure_topics
+from pipeline.close_log import CloseLog
 from pipeline.sinks.clickhouse import ClickHouseSink
 from pipeline.sinks.topic import DeadLetterSink, FlowTopicSink
 from pipeline.store import Store
@@ -38,19 +39,23 @@ def test_failed_insert_is_retried_without_loss_or_duplicates(settings_factory) -
     store = Store(settings)
     store.start()
     acked: list[int] = []
+    close_log = CloseLog(store, "frames", settings.worker.window_seconds * 10**9)
     worker = FlowWorker(
         settings,
         store_sink=ClickHouseSink(store),
         flows_sink=FlowTopicSink(settings),
         dead_letter=DeadLetterSink(settings),
         placement={},
+        close_log=close_log,
     )
     worker.bind_consumer(ack=lambda m: acked.append(m.offset), highwater=lambda _p: None)
     config = SyntheticConfig(enis=2, flows=300, rate=20_000, duration=3, pace=False, start_ns=time.time_ns() - 60 * 10**9)
     messages = []
+    sequences: dict[str, int] = {}
     for batch in SyntheticTraffic(config).batches():
         for eni, packets in per_eni_slices(batch, 4096):
-            data = frame.encode(packets, (eni,), agent_id="retry", sequence=len(messages))
+            sequences[eni] = sequences.get(eni, -1) + 1
+            data = frame.encode(packets, (eni,), agent_id="retry", sequence=sequences[eni])
             messages.append(Carrier(data, eni.encode(), "frames", 0, len(messages)))
     sent = sum(frame.decode(m.value).packet_count for m in messages)
 
