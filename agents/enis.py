@@ -105,10 +105,6 @@ class EniResolver:
         direction = np.concatenate(
             [np.full(rows_in.size, frame.DIRECTION_INGRESS, np.uint8), np.full(rows_out.size, frame.DIRECTION_EGRESS, np.uint8)]
         )
-        # Grouped by ENI (capture order kept within one), so cutting per-ENI frames needs
-        # no second gather of every column.
-        order = np.argsort(eni, kind="stable")
-        rows, eni, direction = rows[order], eni[order], direction[order]
         columns = frame.Packets(
             capture_time_ns=packets.capture_time_ns[rows],
             src_addr=packets.src_addr[rows],

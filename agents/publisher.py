@@ -54,6 +54,7 @@ class PublisherStats:
     dropped_packets: int = 0
     dropped_frames: int = 0  # dropped from the send buffer before reaching Kafka
     buffered_bytes: int = 0
+    heartbeats: int = 0
     per_eni: dict[str, EniCounters] = field(default_factory=dict)
 
     def eni(self, eni_id: str) -> EniCounters:
@@ -87,6 +88,7 @@ class _Outgoing:
     size: int  # bytes it holds in the send buffer
     message: bytes | None = None  # encoded when first offered to Kafka
     carried: _DropReport | None = None  # the drop report encoded into ``message``
+    heartbeat_ns: tuple[int, int] | None = None  # a heartbeat covering this capture-time range
 
 
 class FramePublisher:
@@ -128,7 +130,8 @@ class FramePublisher:
     # -- capture side ----------------------------------------------------------------------
     def publish(self, batch: PacketBatch) -> None:
         """Queue a batch's packets as frames; never waits in ``drop-oldest`` mode."""
-        for eni_id, packets in per_eni_slices(batch, self.settings.agent.frame_packets):
+        agent = self.settings.agent
+        for eni_id, packets in per_eni_slices(batch, agent.frame_packets, int(agent.frame_seconds * 1e9)):
             size = packets.size * frame.PACKET_SIZE
             self._queue.append(_Outgoing(eni_id, packets, size))
             self.stats.buffered_bytes += size
@@ -144,6 +147,14 @@ class FramePublisher:
                 self._drop(self._queue.popleft())
             else:
                 self._wait(0.05)
+
+    def heartbeat(self, eni_ids: tuple[str, ...], first_ns: int, last_ns: int) -> None:
+        """Tell the pipeline these ENIs were watched over [first_ns, last_ns] (capture time),
+        so their windows without traffic become NODATA records and close on time."""
+        for eni_id in eni_ids:
+            self._queue.append(_Outgoing(eni_id, _EMPTY, 0, heartbeat_ns=(first_ns, last_ns)))
+        self.stats.heartbeats += len(eni_ids)
+        self.service()
 
     def service(self) -> None:
         """Hand buffered frames to Kafka, run delivery callbacks, send due drop reports."""
@@ -185,7 +196,7 @@ class FramePublisher:
 
     def _encode(self, outgoing: _Outgoing) -> None:
         report = self._reports.pop(outgoing.eni_id, None)
-        if outgoing.packets.size == 0 and (report is None or report.packets == 0):
+        if outgoing.packets.size == 0 and (report is None or report.packets == 0) and outgoing.heartbeat_ns is None:
             return
         sequence = self._sequence.get(outgoing.eni_id, 0)
         self._sequence[outgoing.eni_id] = sequence + 1
@@ -195,6 +206,7 @@ class FramePublisher:
             agent_id=self.settings.agent.agent_id, agent_start_ns=self.agent_start_ns, sequence=sequence,
             dropped_packets=report.packets if report else 0,
             dropped_time_ns=(report.first_ns, report.last_ns) if report else (0, 0),
+            heartbeat_ns=outgoing.heartbeat_ns,
         )
 
     # -- loss accounting -------------------------------------------------------------------

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
@@ -17,11 +18,12 @@ from agents.decode import DecodeStats, decode
 from agents.enis import EniResolver
 from agents.metrics import AgentMetrics
 from agents.pcap import CaptureReader
-from agents.publisher import FramePublisher, Overflow, PublisherStats
-from agents.source import CaptureSource
+from agents.publisher import FramePublisher, PublisherStats
+from agents.source import CaptureSource, PacketBatch
 from agents.synthetic import SyntheticConfig, SyntheticTraffic
 from flowlogs.kafka import ensure_topics
 from flowlogs.settings import Settings
+from schemas import frame
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +60,19 @@ def run_synthetic(
 class CaptureRun:
     """One agent run: sources in turn → decode → ENI resolution → publisher; its counters."""
 
-    def __init__(
-        self, settings: Settings, sources: Sequence[CaptureSource], resolver: EniResolver, *, overflow: Overflow
-    ) -> None:
+    def __init__(self, settings: Settings, sources: Sequence[CaptureSource], resolver: EniResolver, *, live: bool) -> None:
+        """``live``: sources capture now (capture time is the clock; when Kafka cannot keep
+        up the oldest frames are dropped) rather than replay files (capture time comes from
+        the packets; the agent waits for Kafka)."""
         self.settings = settings
         self.sources = list(sources)
         self.resolver = resolver
+        self.live = live
         self.decoded = DecodeStats()
-        self.publisher = FramePublisher(settings, overflow=overflow)
+        self.publisher = FramePublisher(settings, overflow="drop-oldest" if live else "block")
         self.started = time.monotonic()
+        self._watched_from: int | None = None  # capture time the next heartbeat covers from
+        self._clock_ns = 0  # capture time reached
 
     def source_counters(self) -> dict[str, int]:
         """The sources' own counters (kernel drops, garbage, truncated records …), summed."""
@@ -121,6 +127,7 @@ class CaptureRun:
                     self._capture(source, stop, speed, lambda: bar.update(task, **self._progress_fields()))
                     if stop.is_set():
                         break
+            self._heartbeat(time.time_ns() if self.live else self._clock_ns, final=True)
         finally:
             self.publisher.stop(timeout=self.settings.agent.delivery_timeout_seconds + 5)
             if metrics is not None:
@@ -141,13 +148,47 @@ class CaptureRun:
                     if (delay := due - (time.monotonic() - paced_from)) > 0:
                         stop.wait(delay)
                 batch = self.resolver.resolve(packets)
-                if batch.packets.size:
+                if self.live:
                     self.publisher.publish(batch)
+                else:
+                    self._publish_replayed(batch)
+            if self.live:
+                self._heartbeat(time.time_ns())
             self.publisher.service()
             if (now := time.monotonic()) - shown >= 0.25:
                 show()
                 shown = now
         show()
+
+    def _publish_replayed(self, batch: PacketBatch) -> None:
+        """Publish replayed packets with a heartbeat at every ``agent.heartbeat_seconds`` of
+        their capture time, in capture-time order: a chunk of a file may span minutes, and a
+        heartbeat must reach the pipeline before the watermark passes the windows it covers."""
+        times = batch.packets.capture_time_ns.astype(np.int64)
+        if times.size == 0:
+            return
+        if self._watched_from is None:
+            self._watched_from = int(times.min())
+        interval = int(self.settings.agent.heartbeat_seconds * 1e9)
+        base = self._watched_from
+        period = np.maximum((times - base) // interval, 0)
+        for p in np.unique(period).tolist():
+            if p > 0:
+                self._heartbeat(base + p * interval)
+            rows = period == p
+            self.publisher.publish(PacketBatch(batch.eni_ids, frame.Packets(*(np.asarray(c)[rows] for c in batch.packets))))
+        self._clock_ns = max(self._clock_ns, int(times.max()))
+
+    def _heartbeat(self, until_ns: int, *, final: bool = False) -> None:
+        """Tell the pipeline every inventory ENI was watched up to ``until_ns`` (capture time)
+        since the previous heartbeat, once ``agent.heartbeat_seconds`` have passed (or at the end)."""
+        start = self._watched_from
+        if start is None:
+            self._watched_from = until_ns
+            return
+        if until_ns > start and (final or until_ns - start >= self.settings.agent.heartbeat_seconds * 1e9):
+            self.publisher.heartbeat(self.resolver.eni_ids, start, until_ns)
+            self._watched_from = until_ns
 
     def _progress_fields(self) -> dict[str, str | int]:
         rate = self.decoded.packets / max(time.monotonic() - self.started, 1e-9)
@@ -161,5 +202,5 @@ class CaptureRun:
 
 def run_pcap(settings: Settings, files: list[Path], resolver: EniResolver, *, speed: float | None = None) -> dict[str, Any]:
     """Replay capture files into the frames topic; returns the run's summary."""
-    run = CaptureRun(settings, [CaptureReader(path) for path in files], resolver, overflow="block")
+    run = CaptureRun(settings, [CaptureReader(path) for path in files], resolver, live=False)
     return run.run(speed=speed)

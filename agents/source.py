@@ -68,26 +68,34 @@ class PacketBatch:
     packets: frame.Packets
 
 
-def per_eni_slices(batch: PacketBatch, max_packets: int) -> Iterator[tuple[str, frame.Packets]]:
-    """Split a batch into runs of one ENI's packets, at most ``max_packets`` each.
+def per_eni_slices(batch: PacketBatch, max_packets: int, span_ns: int) -> Iterator[tuple[str, frame.Packets]]:
+    """Cut a batch into frames: one ENI's packets of at most ``span_ns`` of capture time,
+    at most ``max_packets`` each, in capture-time order across ENIs.
 
     Frames are keyed by ENI, so each frame carries one ENI (its ENI table has one entry and
-    its ``eni`` column is all zero). Packet order within an ENI is kept.
+    its ``eni`` column is all zero). Several ENIs share a partition, whose event-time
+    watermark is the newest capture time seen: were one ENI's frame to span a minute
+    ahead of another ENI's frame behind it, the second would arrive after its windows
+    closed. Short spans sent oldest first keep the partition in capture order. Packet
+    order within an ENI is kept.
     """
-    eni = batch.packets.eni
-    if np.all(eni[1:] >= eni[:-1]):  # already grouped (the ENI resolver does that)
-        sorted_eni, columns = eni, list(batch.packets)
-    else:
-        order = np.argsort(eni, kind="stable")
-        sorted_eni = eni[order]
-        columns = [np.asarray(col)[order] for col in batch.packets]
-    bounds = np.flatnonzero(np.diff(sorted_eni)) + 1
+    packets = batch.packets
+    if packets.size == 0:
+        return
+    times = packets.capture_time_ns
+    span = (times - times.min()) // np.uint64(span_ns)
+    key = (span << np.uint64(16)) | packets.eni.astype(np.uint64)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    columns = [np.asarray(col)[order] for col in packets]
+    bounds = np.flatnonzero(np.diff(key)) + 1
     starts = np.concatenate(([0], bounds))
-    ends = np.concatenate((bounds, [sorted_eni.size]))
+    ends = np.concatenate((bounds, [key.size]))
+    eni_at = frame.Packets._fields.index("eni")
     for start, end in zip(starts.tolist(), ends.tolist()):
-        eni_id = batch.eni_ids[int(sorted_eni[start])]
+        eni_id = batch.eni_ids[int(columns[eni_at][start])]
         for lo in range(start, end, max_packets):
             hi = min(lo + max_packets, end)
             cols = [c[lo:hi] for c in columns]
-            cols[frame.Packets._fields.index("eni")] = np.zeros(hi - lo, dtype=np.uint16)
+            cols[eni_at] = np.zeros(hi - lo, dtype=np.uint16)
             yield eni_id, frame.Packets(*cols)

@@ -131,7 +131,7 @@ def _agent_capture(settings: Settings, args: argparse.Namespace, kind: str) -> i
         signal.signal(signum, lambda *_: stop.set())
     if live:
         console.print(f"capturing from {sources[0].name}; Ctrl-C or SIGTERM stops")
-    run = CaptureRun(settings, sources, resolver, overflow="drop-oldest" if live else "block")
+    run = CaptureRun(settings, sources, resolver, live=live)
     summary = run.run(stop=stop, speed=args.speed, progress=console.is_terminal or args.progress)
     if args.stats:
         _print_eni_stats(run)

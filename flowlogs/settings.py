@@ -99,12 +99,18 @@ class WorkerSettings(_Section):
 class AgentSettings(_Section):
     agent_id: str = Field("agent-1", max_length=16)
     frame_packets: int = Field(8192, ge=1, le=65_535, description="packets per frame (per Kafka message)")
+    frame_seconds: float = Field(
+        1.0, gt=0, le=60, description="capture time one frame spans at most; frames go out oldest first across ENIs"
+    )
     linger_ms: int = Field(20, ge=0)
     compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "lz4"
     send_buffer_mb: int = Field(
         256, ge=16, description="frames waiting for Kafka; when full, live capture drops the oldest (counted, reported)"
     )
     delivery_timeout_seconds: float = Field(30.0, gt=0, description="a frame Kafka has not taken by then counts as dropped")
+    heartbeat_seconds: float = Field(
+        5.0, gt=0, description="capture time between heartbeats: ENIs watched with no traffic get NODATA records"
+    )
     metrics_port: int | None = Field(None, ge=0, lt=65536, description="serve Prometheus metrics on this port (0 = any free one)")
     metrics_host: str = "127.0.0.1"
 

@@ -8,19 +8,23 @@ unacknowledged, by design, until their window is written.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import faust
+import pyarrow as pa
 from faust.types import TP
 from faust.web import Request, Response, View
 
 from flowlogs.errors import FlowLogsError
 from flowlogs.kafka import bootstrap_servers
 from flowlogs.settings import Settings
+from pipeline import store_client
 from pipeline.store import Store
+from pipeline.store_client import OwnerApiStore
 from pipeline.worker import FlowWorker
-from schemas import topics
+from schemas import topics, window_closes
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ def _faust_broker(settings: Settings) -> tuple[str, dict[str, Any]]:
     return url, extra
 
 
-def create_app(settings: Settings, worker: FlowWorker, store: Store) -> faust.App:
+def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiStore) -> faust.App:
     cfg = settings.worker
     url, extra = _faust_broker(settings)
     # Frames wait unacknowledged for a window plus lateness; don't call that a livelock.
@@ -66,6 +70,8 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store) -> faust.Ap
         web_host=cfg.api_host,
         web_port=cfg.api_port,
         web_in_thread=False,
+        # Other workers send a close's flow rows in one request (pipeline/store_client.py).
+        web_application_options={"client_max_size": store_client.MAX_REQUEST_BYTES},
         datadir=str(settings.home / "faust"),
         **extra,
     )
@@ -120,13 +126,38 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store) -> faust.Ap
         async def post(self, request: Request) -> Response:
             body = await request.json()
             sql = body.get("sql") if isinstance(body, dict) else None
-            if not isinstance(sql, str) or not sql.strip():
-                return self.json({"error": 'POST {"sql": "SELECT ..."}'}, status=400)
+            parameters = body.get("parameters") or {} if isinstance(body, dict) else {}
+            if not isinstance(sql, str) or not sql.strip() or not isinstance(parameters, dict):
+                return self.json({"error": 'POST {"sql": "SELECT ...", "parameters": {...}}'}, status=400)
             try:
-                columns, rows = await app.loop.run_in_executor(None, store.query_readonly, sql)
+                columns, rows = await asyncio.to_thread(store.query, sql, parameters, readonly=True)
             except FlowLogsError as exc:
                 return self.json({"error": str(exc)}, status=400)
             return self.json({"columns": columns, "rows": [[_jsonable(v) for v in r] for r in rows]})
+
+    # Writes of the other workers of this group on this machine (pipeline/store_client.py).
+    @app.page(store_client.FLOWS_PATH)
+    class StoreFlows(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                table = pa.ipc.open_stream(await request.read()).read_all()
+                token = request.headers.get(store_client.TOKEN_HEADER)
+                await asyncio.to_thread(store.insert_flows, table, token)
+            except (pa.ArrowInvalid, FlowLogsError) as exc:
+                return self.json({"error": str(exc)}, status=400)
+            return self.json({"rows": table.num_rows})
+
+    @app.page(store_client.ROWS_PATH)
+    class StoreRows(View):
+        async def post(self, request: Request) -> Response:
+            body = await request.json()
+            if not isinstance(body, dict) or body.get("table") != window_closes.TABLE:
+                return self.json({"error": f"only {window_closes.TABLE} rows are accepted here"}, status=400)
+            try:
+                await asyncio.to_thread(store.insert_rows, body["table"], body["columns"], body["rows"])
+            except (KeyError, FlowLogsError) as exc:
+                return self.json({"error": str(exc)}, status=400)
+            return self.json({"rows": len(body["rows"])})
 
     return app
 

@@ -8,9 +8,9 @@ which closes after it must be repeated exactly (see ``pipeline/window.py``).
 from __future__ import annotations
 
 import logging
-import time
 
 from pipeline.store import Store
+from pipeline.store_client import OwnerApiStore
 from pipeline.window import CloseEvent
 from schemas import window_closes
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class CloseLog:
-    def __init__(self, store: Store, topic: str, window_ns: int) -> None:
+    def __init__(self, store: Store | OwnerApiStore, topic: str, window_ns: int) -> None:
         self.store = store
         self.topic = topic
         self.window_ns = window_ns
@@ -28,14 +28,12 @@ class CloseLog:
         return window_closes.insert_token(self.topic, event.partition, event.offset, event.target, self.window_ns)
 
     def record(self, events: list[CloseEvent]) -> None:
-        if not events:
-            return
-        now = int(time.time())
-        topic = self.topic.replace("\\", "\\\\").replace("'", "\\'")
-        values = ", ".join(
-            f"('{topic}', {e.partition}, {e.offset}, {e.target}, {self.window_ns}, {now})" for e in events
-        )
-        self.store.command(f"INSERT INTO {self.store.settings.store.database}.{window_closes.TABLE} VALUES {values}")
+        if events:
+            self.store.insert_rows(
+                window_closes.TABLE,
+                [name for name, _, _ in window_closes.COLUMNS],
+                [[self.topic, e.partition, e.offset, e.target, self.window_ns] for e in events],
+            )
 
     def history(self, partition: int, from_offset: int) -> tuple[int, list[CloseEvent]]:
         """(highest window closed before ``from_offset``, the closes at or after it, in order)."""

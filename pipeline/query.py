@@ -54,10 +54,11 @@ def run_sql(settings: Settings, sql: str, timeout: float = 60.0) -> Result:
         return read(sql)
 
 
-def query_api(api_url: str, sql: str, timeout: float = 60.0) -> Result:
+def query_api(api_url: str, sql: str, timeout: float = 60.0, *, parameters: dict[str, Any] | None = None) -> Result:
+    """Read-only SQL (with ClickHouse ``{name:Type}`` parameters) through a worker's API."""
     request = urllib.request.Request(
         f"{api_url}/query",
-        data=json.dumps({"sql": sql}).encode(),
+        data=json.dumps({"sql": sql, "parameters": parameters or {}}).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )

@@ -70,16 +70,28 @@ class FlowRecordBuilder:
             self._eni_hash.append(_stable_eni_hash(self._eni_ids[len(self._eni_hash)]))
         return np.array(self._eni_hash, dtype=np.uint64)
 
-    def columns(self, flows: FlowAggregate, *, action: str = "ACCEPT", skipped: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def columns(
+        self,
+        flows: FlowAggregate,
+        *,
+        action: str = "ACCEPT",
+        skipped: np.ndarray | None = None,
+        nodata: np.ndarray | None = None,
+        late_through: int = -1,
+    ) -> dict[str, np.ndarray]:
         """Record fields as numpy columns (strings as small-int codes plus dictionaries).
 
-        Flows of the (window, ENI) pairs in ``skipped`` (``window_eni_codes``) get SKIPDATA.
+        Flows of windows ≤ ``late_through`` (closed before) are LATE; rows of the
+        (window, ENI) pairs in ``skipped`` / ``nodata`` (``window_eni_codes``) get SKIPDATA /
+        NODATA.
         """
         n = flows.size
         status = np.full(n, flow_record.LOG_STATUSES.index("OK"), np.int32)
-        if skipped is not None and skipped.size:
-            lost = np.isin(window_eni_codes(flows.window, flows.eni), skipped)
-            status[lost] = flow_record.LOG_STATUSES.index("SKIPDATA")
+        if late_through >= 0:
+            status[flows.window <= np.uint64(late_through)] = flow_record.LOG_STATUSES.index("LATE")
+        for codes, name in ((nodata, "NODATA"), (skipped, "SKIPDATA")):
+            if codes is not None and codes.size:
+                status[np.isin(window_eni_codes(flows.window, flows.eni), codes)] = flow_record.LOG_STATUSES.index(name)
         eni = flows.eni
         # flow-id must not depend on this process's ENI numbering, so hash the ENI id instead.
         stable = flows.keys.copy()

@@ -12,7 +12,7 @@ from pipeline.app import create_app
 from pipeline.close_log import CloseLog
 from pipeline.sinks.clickhouse import ClickHouseSink
 from pipeline.sinks.topic import DeadLetterSink, FlowTopicSink
-from pipeline.store import Store
+from pipeline.store_client import open_store
 from pipeline.worker import FlowWorker
 from schemas import topics
 from schemas.inventory import load_inventory
@@ -28,8 +28,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run until SIGINT/SIGTERM; open windows are written and committed before exit."""
     placement = load_inventory(settings.worker.inventory).placement() if settings.worker.inventory else {}
     ensure_topics(settings)
-    store = Store(settings, api_url=api_url(settings))
-    store.start()
+    store = open_store(settings, api_url(settings))
     try:
         close_log = CloseLog(store, settings.topic(topics.FRAMES.suffix), settings.worker.window_seconds * 1_000_000_000)
         worker = FlowWorker(

@@ -198,6 +198,15 @@ class Store:
             except ClickHouseError as exc:
                 raise StoreError(f"insert of {table.num_rows} flow rows into {target} failed: {exc}") from exc
 
+    def insert_rows(self, table: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """Plain rows into a small table of the flows database (the close log)."""
+        target = f"{self.settings.store.database}.{table}"
+        with self._lock:
+            try:
+                self._client.insert(target, rows, column_names=columns)
+            except ClickHouseError as exc:
+                raise StoreError(f"insert of {len(rows)} rows into {target} failed: {exc}") from exc
+
     def query(
         self, sql: str, parameters: dict[str, Any] | None = None, *, readonly: bool = False
     ) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -19,8 +19,9 @@ last recorded close, windows close by watermark and idleness again.
 Loss is marked, never hidden: an agent's drop report (``dropped_packets`` in a frame
 header) or a gap in an agent's per-ENI frame sequence marks the ENI's windows it covers
 as skipped; their records get log-status SKIPDATA, and a window that has no flows for
-that ENI gets one record that says so. A frame seen twice (a producer retry) is counted
-once.
+that ENI gets one record that says so. Every frame says its agent watched its ENIs over
+its time range (a heartbeat frame says only that): an ENI window watched with no traffic
+gets one NODATA record. A frame seen twice (a producer retry) is counted once.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 
 from pipeline import aggregate
 from pipeline.aggregate import FlowAggregate, window_eni_codes
-from schemas.frame import Frame, Packets, concatenate
+from schemas.frame import FLAG_HEARTBEAT, Frame, Packets, concatenate
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class ClosedWindows:
     flows: FlowAggregate  # including one zero-traffic row per skipped (window, ENI) without flows
     messages: list[Any]
     skipped: np.ndarray  # window_eni_codes of the (window, ENI) pairs that lost packets
+    nodata: np.ndarray  # window_eni_codes of the pairs watched by an agent with no traffic
+    late_through: int  # flows of windows ≤ this were closed before: late packets (log-status LATE)
 
 
 @dataclass(slots=True)
@@ -99,6 +102,7 @@ class PartitionWindows:
         # (agent id, agent run, ENI index) → (next expected sequence, newest capture time seen)
         self._sequences: dict[tuple[str, int, int], tuple[int, int]] = {}
         self._skipped: set[int] = set()  # window_eni_codes
+        self._observed: set[int] = set()  # window_eni_codes the agents watched (open windows only)
         self.consumed_offset = -1  # offset of the last message added
         self._replay: deque[CloseEvent] = deque()  # recorded closes still to repeat
 
@@ -121,6 +125,16 @@ class PartitionWindows:
         stats.skipped_windows += len(fresh)
         self._skipped.update(fresh)
         self.open_windows.update(range(first_w, last_w + 1))
+        return last_w
+
+    def _observe(self, enis: np.ndarray, first_ns: int, last_ns: int) -> int:
+        """Open the windows of [first_ns, last_ns] and note the ENIs were watched in them
+        (those not closed yet: a closed window's records are out). The newest window."""
+        first_w, last_w = max(first_ns // self.window_ns, self.closed_through + 1), last_ns // self.window_ns
+        if first_w <= last_w:
+            windows = np.arange(first_w, last_w + 1)
+            self._observed.update(window_eni_codes(np.repeat(windows, enis.size), np.tile(enis, windows.size)).tolist())
+            self.open_windows.update(range(first_w, last_w + 1))
         return last_w
 
     def _check_sequence(self, decoded: Frame, enis: np.ndarray, stats: WindowStats) -> tuple[bool, int]:
@@ -150,6 +164,10 @@ class PartitionWindows:
         if decoded.dropped_packets and not duplicate:
             stats.dropped_packets_reported += decoded.dropped_packets
             newest = max(newest, self._skip(enis, decoded.dropped_first_time_ns, decoded.dropped_last_time_ns, stats))
+        if not duplicate and (decoded.packet_count or decoded.flags & FLAG_HEARTBEAT):
+            # The agent was capturing for these ENIs all through the frame's time range.
+            newest = max(newest, self._observe(enis, decoded.first_time_ns, decoded.last_time_ns))
+            self.watermark_ns = max(self.watermark_ns, decoded.last_time_ns)
         if duplicate or decoded.packet_count == 0:
             self._messages.append((message, newest))
             return
@@ -160,11 +178,9 @@ class PartitionWindows:
             stats.late_packets += late
             log.warning(
                 "partition %d: %d packets of frame %s#%d arrived after their window closed;"
-                " they are emitted as separate records with the next close",
+                " they are emitted as separate records (log-status LATE) with the next close",
                 self.partition, late, decoded.agent_id, decoded.sequence,
             )
-        self.open_windows.update(range(first_w, last_w + 1))
-        self.watermark_ns = max(self.watermark_ns, decoded.last_time_ns)
         self._staged.append((decoded.packets, eni_index))
         self._staged_messages.append(message)
         self._messages.append((message, max(last_w, newest)))
@@ -215,16 +231,22 @@ class PartitionWindows:
 
     def close(self, target: int) -> ClosedWindows:
         """Remove and return every flow of windows ≤ target."""
+        late_through = self.closed_through
         self.aggregate_staged()
         self._compact()
         merged = self._compacted
         done = merged.window <= np.uint64(target) if target >= 0 else np.zeros(merged.size, bool)
         flows = merged.select(done)
         self._compacted = merged.select(~done)
-        skipped = np.array(sorted(c for c in self._skipped if c >> 32 <= target), np.uint64)
-        self._skipped.difference_update(skipped.tolist())
-        if skipped.size:
-            silent = skipped[~np.isin(skipped, window_eni_codes(flows.window, flows.eni))]
+        skipped = self._take_codes(self._skipped, target)
+        observed = self._take_codes(self._observed, target)
+        # One record for each (window, ENI) that has no flows: packets lost (SKIPDATA), or
+        # watched with nothing to see (NODATA).
+        with_flows = window_eni_codes(flows.window, flows.eni)
+        silent = np.union1d(skipped, observed)
+        silent = silent[~np.isin(silent, with_flows)]
+        nodata = silent[~np.isin(silent, skipped)]
+        if silent.size:
             carriers = aggregate.markers(silent >> np.uint64(32), silent & np.uint64(0xFFFFFFFF), self.window_ns)
             flows = aggregate.concatenate([flows, carriers])
         closed = sorted(w for w in self.open_windows if w <= target)
@@ -239,7 +261,14 @@ class PartitionWindows:
                 kept.append((message, newest))
         self._messages = kept
         event = CloseEvent(self.partition, self.consumed_offset, target)
-        return ClosedWindows(event, closed, flows, ready, skipped)
+        return ClosedWindows(event, closed, flows, ready, skipped, nodata, late_through)
+
+    @staticmethod
+    def _take_codes(codes: set[int], target: int) -> np.ndarray:
+        """Remove and return the window_eni_codes of windows ≤ target, sorted."""
+        taken = np.array(sorted(c for c in codes if c >> 32 <= target), np.uint64)
+        codes.difference_update(taken.tolist())
+        return taken
 
     def close_all(self) -> ClosedWindows:
         target = max(self.open_windows) if self.open_windows else self.closed_through

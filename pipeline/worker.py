@@ -205,7 +205,9 @@ class FlowWorker:
         records = []
         for closed in batch.closed:
             if closed.flows.size:
-                cols = self.builder.columns(closed.flows, skipped=closed.skipped)
+                cols = self.builder.columns(
+                    closed.flows, skipped=closed.skipped, nodata=closed.nodata, late_through=closed.late_through
+                )
                 # A repeated close (retry, replay) carries the same token: the store keeps one copy.
                 self.store_sink.write([self.builder.arrow(cols)], dedup_token=self.close_log.token(closed.event))
                 records.append(cols)

@@ -18,7 +18,9 @@ RECORD_VERSION = 1
 FLOWS_TABLE = "flows"
 
 ACTIONS = ("ACCEPT", "REJECT")
-LOG_STATUSES = ("OK", "NODATA", "SKIPDATA")
+# AWS's three, plus LATE: packets that came after their window had closed (past the
+# allowed lateness), recorded apart from the window's on-time record, never merged into it.
+LOG_STATUSES = ("OK", "NODATA", "SKIPDATA", "LATE")
 DIRECTIONS = ("ingress", "egress")  # index = frame `direction` value
 TYPES = ("IPv4", "IPv6")
 
@@ -64,7 +66,7 @@ FLOW_FIELDS: tuple[FlowField, ...] = (
     FlowField("end", "DateTime('UTC')", {"type": "integer", "minimum": 0}, "last packet, Unix seconds", "CODEC(DoubleDelta, ZSTD(1))"),
     FlowField("window-start", "DateTime('UTC')", {"type": "integer", "minimum": 0}, "start of the aggregation window, Unix seconds", "CODEC(DoubleDelta, ZSTD(1))"),
     FlowField("action", _enum(ACTIONS), {"enum": list(ACTIONS)}, "security-group / ACL verdict"),
-    FlowField("log-status", _enum(LOG_STATUSES), {"enum": list(LOG_STATUSES)}, "OK, NODATA (no traffic) or SKIPDATA (packets lost)"),
+    FlowField("log-status", _enum(LOG_STATUSES), {"enum": list(LOG_STATUSES)}, "OK; NODATA (no traffic); SKIPDATA (packets lost); LATE (arrived after the window closed)"),
     FlowField("tcp-flags", "UInt8", {"type": "integer", "minimum": 0, "maximum": 255}, "bitwise OR of the TCP flags of the flow's packets"),
     FlowField("flow-direction", _enum(DIRECTIONS), {"enum": list(DIRECTIONS)}, "relative to the ENI"),
     FlowField("type", _enum(TYPES, (4, 6)), {"enum": list(TYPES)}, "IP version of the traffic"),

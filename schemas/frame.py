@@ -14,7 +14,10 @@ frames stay in order on one partition; their ``sequence`` numbers let the pipeli
 frame lost after it left the agent. Packets the agent itself had to drop (its send
 buffer overflowed, or Kafka refused a frame) are reported in the next frame of that ENI
 — a frame of no packets when nothing else is going — so the pipeline can mark those
-windows ``SKIPDATA``. Decoding is zero-copy: :func:`decode` returns numpy views into the message
+windows ``SKIPDATA``. Every frame also says the agent was capturing for its ENIs from
+``first_time_ns`` to ``last_time_ns``; a heartbeat (a frame of no packets, flag
+``HEARTBEAT``) says just that, so an ENI's windows with no traffic become ``NODATA``
+records and windows close on time when nothing flows. Decoding is zero-copy: :func:`decode` returns numpy views into the message
 bytes. ``schemas/generated/frame.md`` is the byte-level reference for agents written in
 other languages; it is generated from the definitions below (``flowlogs schemas --write``).
 """
@@ -34,6 +37,8 @@ HEADER_SIZE = 88
 ENI_ID_SIZE = 32
 MAX_PACKETS = 65_535  # so the frame fits Kafka's default 1 MiB message limit with room
 MAX_ENIS = 65_535  # the `eni` column is an index into the frame's ENI table
+
+FLAG_HEARTBEAT = 0x0001  # no packets: the agent captured for these ENIs over [first, last]
 
 DIRECTION_INGRESS = 0
 DIRECTION_EGRESS = 1
@@ -56,7 +61,7 @@ HEADER_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("sequence", "<u8", "frame number within this agent run and ENI (the ENI table's first entry): from 0, +1 per frame"),
     FieldSpec("packet_count", "<u4", "rows in every column; 0 only in a frame that just reports drops"),
     FieldSpec("eni_count", "<u2", "entries in the ENI table"),
-    FieldSpec("flags", "<u2", "reserved, 0"),
+    FieldSpec("flags", "<u2", "bit 0 HEARTBEAT: a frame of no packets covering [first_time_ns, last_time_ns]; others 0"),
     FieldSpec("first_time_ns", "<u8", "smallest capture_time_ns in the frame (a drop report: of the dropped packets)"),
     FieldSpec("last_time_ns", "<u8", "largest capture_time_ns in the frame (a drop report: of the dropped packets)"),
     FieldSpec("dropped_packets", "<u4", "packets of these ENIs the agent dropped since its previous frame for them"),
@@ -132,6 +137,7 @@ class Frame:
     dropped_packets: int
     dropped_first_time_ns: int
     dropped_last_time_ns: int
+    flags: int
     eni_ids: tuple[str, ...]
     packets: Packets
 
@@ -149,15 +155,19 @@ def encode(
     agent_start_ns: int = 0,
     dropped_packets: int = 0,
     dropped_time_ns: tuple[int, int] = (0, 0),
+    heartbeat_ns: tuple[int, int] | None = None,
 ) -> bytes:
     """Build one frame from columns (a :class:`Packets`) or rows (an array of PACKET_DTYPE).
 
-    A frame of no packets is a drop report: ``dropped_packets`` must then be positive.
-    ``dropped_time_ns`` is the (first, last) capture time of the dropped packets.
+    A frame of no packets reports drops (``dropped_packets`` > 0; ``dropped_time_ns`` is the
+    (first, last) capture time of the dropped packets) or is a heartbeat covering
+    ``heartbeat_ns`` = (first, last).
     """
     count = len(packets) if isinstance(packets, np.ndarray) else packets.size
-    if not (0 < count or dropped_packets > 0) or count > MAX_PACKETS:
-        raise ValueError(f"a frame holds 1..{MAX_PACKETS} packets (0 only to report drops), got {count}")
+    if not (0 < count or dropped_packets > 0 or heartbeat_ns) or count > MAX_PACKETS:
+        raise ValueError(f"a frame holds 1..{MAX_PACKETS} packets (0 only to report drops or beat), got {count}")
+    if heartbeat_ns and count:
+        raise ValueError("a heartbeat frame carries no packets")
     if not 0 < len(eni_ids) <= MAX_ENIS:
         raise ValueError(f"a frame holds 1..{MAX_ENIS} ENIs, got {len(eni_ids)}")
     agent = agent_id.encode("ascii")
@@ -172,7 +182,7 @@ def encode(
     for column in COLUMNS:
         body[column.name] = packets[column.name] if isinstance(packets, np.ndarray) else getattr(packets, column.name)
     times = body["capture_time_ns"]
-    first, last = (int(times.min()), int(times.max())) if count else dropped_time_ns
+    first, last = (int(times.min()), int(times.max())) if count else (heartbeat_ns or dropped_time_ns)
     header = np.zeros(1, dtype=HEADER_DTYPE)
     header[0] = (
         MAGIC,
@@ -183,7 +193,7 @@ def encode(
         sequence,
         count,
         len(eni_ids),
-        0,
+        FLAG_HEARTBEAT if heartbeat_ns else 0,
         first,
         last,
         dropped_packets,
@@ -213,8 +223,9 @@ def decode(message: bytes | memoryview) -> Frame:
         raise TruncatedFrameError(
             f"frame says {count} packets and {eni_count} ENIs ({expected} bytes) but is {size} bytes"
         )
-    if (count == 0 and int(header["dropped_packets"]) == 0) or eni_count == 0:
-        raise TruncatedFrameError("frame has no packets (and reports no drops) or no ENIs")
+    flags = int(header["flags"])
+    if (count == 0 and int(header["dropped_packets"]) == 0 and not flags & FLAG_HEARTBEAT) or eni_count == 0:
+        raise TruncatedFrameError("frame has no packets (and is no drop report or heartbeat) or no ENIs")
     body = np.frombuffer(message, dtype=dtype, count=1, offset=HEADER_SIZE).reshape(())
     packets = Packets(*(body[c.name] for c in COLUMNS))
     if count and int(packets.eni.max()) >= eni_count:
@@ -228,6 +239,7 @@ def decode(message: bytes | memoryview) -> Frame:
         dropped_packets=int(header["dropped_packets"]),
         dropped_first_time_ns=int(header["dropped_first_time_ns"]),
         dropped_last_time_ns=int(header["dropped_last_time_ns"]),
+        flags=flags,
         eni_ids=tuple(e.decode("ascii", "replace") for e in body["eni_ids"]),
         packets=packets,
     )

@@ -17,18 +17,19 @@ from schemas.flow_record import sql_string
 TABLE = "window_closes"
 RETENTION_DAYS = 7  # far longer than any replay: Kafka keeps frames for hours, not days
 
+# (name, type, meaning); the columns a worker writes, then those the store fills in.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("topic", "LowCardinality(String)", "frames topic"),
     ("partition", "UInt32", "partition of the frames topic"),
     ("offset", "UInt64", "offset of the last frame consumed before the close"),
     ("target", "Int64", "every window with index ≤ target was closed (index = capture time // window_ns)"),
     ("window_ns", "UInt64", "window length the indices refer to"),
-    ("written_at", "DateTime", "when the close was recorded"),
 )
+WRITTEN_AT = ("written_at", "DateTime DEFAULT now()", "when the close was recorded")
 
 
 def create_table_ddl(table: str = TABLE) -> str:
-    lines = [f"    `{name}` {ctype} COMMENT {sql_string(doc)}" for name, ctype, doc in COLUMNS]
+    lines = [f"    `{name}` {ctype} COMMENT {sql_string(doc)}" for name, ctype, doc in (*COLUMNS, WRITTEN_AT)]
     return (
         f"CREATE TABLE IF NOT EXISTS {table}\n(\n" + ",\n".join(lines) + "\n)\n"
         # A replayed close is recorded again, identically: keep one row per close.

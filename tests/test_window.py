@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.window import FlowWindows
-from schemas import frame
+from schemas import flow_record, frame
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S  # a multiple of 10 s
@@ -97,6 +97,7 @@ def test_late_packets_are_counted_and_kept_apart_from_the_closed_window() -> Non
     assert w.stats.late_packets == 1
     rest = w.close_partitions()
     assert int(rest[0].flows.packets.sum()) == 2  # the late packet is a separate record
+    assert _statuses(first + rest) == {(0, "eni-a", "OK"): (1, 1), (0, "eni-a", "LATE"): (1, 1), (10, "eni-a", "OK"): (1, 1)}
 
 
 def test_frame_bytes_are_released_once_aggregated() -> None:
@@ -114,9 +115,9 @@ def _statuses(closed) -> dict[tuple[int, str], tuple[int, int]]:
     out = {}
     for c in closed:
         builder = FlowRecordBuilder(["eni-a", "eni-b"], {}, 10 * S)
-        cols = builder.columns(c.flows, skipped=c.skipped)
+        cols = builder.columns(c.flows, skipped=c.skipped, nodata=c.nodata, late_through=c.late_through)
         for w, e, pk, st in zip(cols["window_start"], cols["eni"], cols["packets"], cols["log_status"]):
-            key = (int(w) - T0 // S, ["eni-a", "eni-b"][int(e)], ["OK", "NODATA", "SKIPDATA"][int(st)])
+            key = (int(w) - T0 // S, ["eni-a", "eni-b"][int(e)], flow_record.LOG_STATUSES[int(st)])
             out[key] = (out.get(key, (0, 0))[0] + int(pk), out.get(key, (0, 0))[1] + 1)
     return out
 
@@ -191,3 +192,32 @@ def test_a_replay_repeats_the_recorded_closes_with_identical_rows() -> None:
     for a, b in zip(again, expected):
         if a.event.offset > committed:
             assert np.array_equal(a.flows.keys, b.flows.keys) and np.array_equal(a.flows.packets, b.flows.packets)
+
+
+def test_watched_windows_without_traffic_get_one_nodata_record() -> None:
+    w = _windows()
+    w.add(0, _frame([1, 2], "eni-a", sequence=0), Msg(b"", 0))
+    w.add(0, _frame([33], "eni-a", sequence=1), Msg(b"", 1))  # eni-a: traffic at 0 s and 30 s only
+    # Between eni-a's frames nothing is known (was its agent up?): no record. Its agent's
+    # heartbeats say so when it was.
+    empty = frame.Packets(*(np.zeros(0, c.dtype) for c in frame.COLUMNS))
+    beat = frame.encode(empty, ["eni-b"], agent_id="a", agent_start_ns=1, sequence=0, heartbeat_ns=(T0, T0 + 29 * S))
+    w.add(0, frame.decode(beat), Msg(b"", 2))  # eni-b: watched from 0 to 29 s, no traffic at all
+    out = _statuses(w.close_partitions())
+    assert out == {
+        (0, "eni-a", "OK"): (2, 1),
+        (30, "eni-a", "OK"): (1, 1),
+        (0, "eni-b", "NODATA"): (0, 1),
+        (10, "eni-b", "NODATA"): (0, 1),
+        (20, "eni-b", "NODATA"): (0, 1),
+    }
+
+
+def test_a_heartbeat_moves_the_watermark_so_windows_close_without_traffic() -> None:
+    w = _windows()
+    w.add(0, _frame([1], "eni-a", sequence=0), Msg(b"", 0))
+    empty = frame.Packets(*(np.zeros(0, c.dtype) for c in frame.COLUMNS))
+    beat = frame.encode(empty, ["eni-a"], agent_id="a", agent_start_ns=1, sequence=1, heartbeat_ns=(T0 + S, T0 + 13 * S))
+    w.add(0, frame.decode(beat), Msg(b"", 1))
+    closed = w.due(now=0)
+    assert [c.windows for c in closed] == [[T0 // S // 10]]  # window 0 closed at watermark 13 s

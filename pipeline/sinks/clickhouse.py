@@ -5,10 +5,11 @@ from __future__ import annotations
 import pyarrow as pa
 
 from pipeline.store import Store
+from pipeline.store_client import OwnerApiStore
 
 
 class ClickHouseSink:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store | OwnerApiStore) -> None:
         self.store = store
         self.rows_written = 0
         self.inserts = 0

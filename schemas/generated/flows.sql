@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS flows
     `end` DateTime('UTC') CODEC(DoubleDelta, ZSTD(1)) COMMENT 'last packet, Unix seconds',
     `window_start` DateTime('UTC') CODEC(DoubleDelta, ZSTD(1)) COMMENT 'start of the aggregation window, Unix seconds',
     `action` Enum8('ACCEPT' = 1, 'REJECT' = 2) COMMENT 'security-group / ACL verdict',
-    `log_status` Enum8('OK' = 1, 'NODATA' = 2, 'SKIPDATA' = 3) COMMENT 'OK, NODATA (no traffic) or SKIPDATA (packets lost)',
+    `log_status` Enum8('OK' = 1, 'NODATA' = 2, 'SKIPDATA' = 3, 'LATE' = 4) COMMENT 'OK; NODATA (no traffic); SKIPDATA (packets lost); LATE (arrived after the window closed)',
     `tcp_flags` UInt8 COMMENT 'bitwise OR of the TCP flags of the flow\'s packets',
     `flow_direction` Enum8('ingress' = 1, 'egress' = 2) COMMENT 'relative to the ENI',
     `type` Enum8('IPv4' = 4, 'IPv6' = 6) COMMENT 'IP version of the traffic'
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS flows_1m
     `protocol` UInt8 COMMENT 'IANA protocol number',
     `flow_direction` Enum8('ingress' = 1, 'egress' = 2) COMMENT 'relative to the ENI',
     `action` Enum8('ACCEPT' = 1, 'REJECT' = 2) COMMENT 'security-group / ACL verdict',
-    `log_status` Enum8('OK' = 1, 'NODATA' = 2, 'SKIPDATA' = 3) COMMENT 'OK, NODATA (no traffic) or SKIPDATA (packets lost)',
+    `log_status` Enum8('OK' = 1, 'NODATA' = 2, 'SKIPDATA' = 3, 'LATE' = 4) COMMENT 'OK; NODATA (no traffic); SKIPDATA (packets lost); LATE (arrived after the window closed)',
     `type` Enum8('IPv4' = 4, 'IPv6' = 6) COMMENT 'IP version of the traffic',
     `vpc_id` LowCardinality(String) COMMENT 'VPC of the ENI, \'-\' when unknown',
     `subnet_id` LowCardinality(String) COMMENT 'subnet of the ENI, \'-\' when unknown',
@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS flows_5m
     `protocol` UInt8 COMMENT 'IANA protocol number',
     `flow_direction` Enum8('ingress' = 1, 'egress' = 2) COMMENT 'relative to the ENI',
     `action` Enum8('ACCEPT' = 1, 'REJECT' = 2) COMMENT 'security-group / ACL verdict',
-    `log_status` Enum8('OK' = 1, 'NODATA' = 2, 'SKIPDATA' = 3) COMMENT 'OK, NODATA (no traffic) or SKIPDATA (packets lost)',
+    `log_status` Enum8('OK' = 1, 'NODATA' = 2, 'SKIPDATA' = 3, 'LATE' = 4) COMMENT 'OK; NODATA (no traffic); SKIPDATA (packets lost); LATE (arrived after the window closed)',
     `type` Enum8('IPv4' = 4, 'IPv6' = 6) COMMENT 'IP version of the traffic',
     `vpc_id` LowCardinality(String) COMMENT 'VPC of the ENI, \'-\' when unknown',
     `subnet_id` LowCardinality(String) COMMENT 'subnet of the ENI, \'-\' when unknown',
@@ -128,7 +128,7 @@ CREATE TABLE IF NOT EXISTS flows_1h
     `protocol` UInt8 COMMENT 'IANA protocol number',
     `flow_direction` Enum8('ingress' = 1, 'egress' = 2) COMMENT 'relative to the ENI',
     `action` Enum8('ACCEPT' = 1, 'REJECT' = 2) COMMENT 'security-group / ACL verdict',
-    `log_status` Enum8('OK' = 1, 'NODATA' = 2, 'SKIPDATA' = 3) COMMENT 'OK, NODATA (no traffic) or SKIPDATA (packets lost)',
+    `log_status` Enum8('OK' = 1, 'NODATA' = 2, 'SKIPDATA' = 3, 'LATE' = 4) COMMENT 'OK; NODATA (no traffic); SKIPDATA (packets lost); LATE (arrived after the window closed)',
     `type` Enum8('IPv4' = 4, 'IPv6' = 6) COMMENT 'IP version of the traffic',
     `vpc_id` LowCardinality(String) COMMENT 'VPC of the ENI, \'-\' when unknown',
     `subnet_id` LowCardinality(String) COMMENT 'subnet of the ENI, \'-\' when unknown',
@@ -167,7 +167,7 @@ CREATE TABLE IF NOT EXISTS window_closes
     `offset` UInt64 COMMENT 'offset of the last frame consumed before the close',
     `target` Int64 COMMENT 'every window with index ≤ target was closed (index = capture time // window_ns)',
     `window_ns` UInt64 COMMENT 'window length the indices refer to',
-    `written_at` DateTime COMMENT 'when the close was recorded'
+    `written_at` DateTime DEFAULT now() COMMENT 'when the close was recorded'
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (topic, partition, offset, target)

@@ -25,6 +25,7 @@ from deploy.broker import free_port
 from flowlogs.settings import Settings
 from pipeline.process import WorkerProcess
 from schemas.inventory import Eni, Inventory, MirrorSession, Subnet, Vpc
+from tests.integration.helpers import agent_command
 from tests.integration.test_live_capture import A_IP, B_IP, namespaces  # noqa: F401  (fixture)
 from tests.integration.test_spine import _wait_for
 
@@ -39,20 +40,9 @@ class Agent:
     """`flowlogs agent …` as a child process, stopped with SIGTERM like an operator would."""
 
     def __init__(self, settings: Settings, tmp_path: Path, inventory: Inventory, *source: str) -> None:
-        inventory_path = tmp_path / "inventory.yaml"
-        inventory.dump(inventory_path)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLOGS_")}
-        env.update(
-            FLOWLOGS_HOME=str(tmp_path / "agent-home"),
-            FLOWLOGS_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers or "",
-            FLOWLOGS_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
-        )
         self.metrics_port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flowlogs.cli", "agent", *source, "--inventory", str(inventory_path), "--stats",
-             "--metrics-port", str(self.metrics_port)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        argv, env = agent_command(settings, tmp_path, inventory, *source, "--stats", "--metrics-port", str(self.metrics_port))
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -84,9 +74,11 @@ def _inventory(enis: list[Eni], sessions: tuple[MirrorSession, ...] = ()) -> Inv
 
 
 def _stored(worker: WorkerProcess, where: str = "1") -> dict[tuple, tuple[int, int]]:
+    """Traffic per flow key (the agents' heartbeats also bring NODATA records: not traffic)."""
     _, rows = worker.query(
         "SELECT interface_id, protocol, srcport, dstport, flow_direction, sum(packets), sum(bytes)"
-        f" FROM flows WHERE {where} GROUP BY interface_id, protocol, srcport, dstport, flow_direction"
+        f" FROM flows WHERE {where} AND log_status != 'NODATA'"
+        " GROUP BY interface_id, protocol, srcport, dstport, flow_direction"
     )
     return {tuple(r[:5]): (r[5], r[6]) for r in rows}
 

@@ -53,7 +53,7 @@ def test_failed_insert_is_retried_without_loss_or_duplicates(settings_factory) -
     messages = []
     sequences: dict[str, int] = {}
     for batch in SyntheticTraffic(config).batches():
-        for eni, packets in per_eni_slices(batch, 4096):
+        for eni, packets in per_eni_slices(batch, 4096, 10**9):
             sequences[eni] = sequences.get(eni, -1) + 1
             data = frame.encode(packets, (eni,), agent_id="retry", sequence=sequences[eni])
             messages.append(Carrier(data, eni.encode(), "frames", 0, len(messages)))

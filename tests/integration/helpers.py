@@ -1,0 +1,62 @@
+"""What several integration tests do the same way: run `flowlogs agent` as a child process,
+stream paced synthetic traffic from a thread, read per-ENI totals from the store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agents.publisher import PublisherStats
+from agents.runner import run_synthetic
+from agents.synthetic import SyntheticConfig
+from flowlogs.settings import Settings
+from pipeline.process import WorkerProcess
+from schemas.inventory import Inventory
+
+
+def agent_command(settings: Settings, tmp_path: Path, inventory: Inventory, *args: str) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) of `flowlogs agent ARGS --inventory …` on the test's broker and topics."""
+    inventory_path = tmp_path / "inventory.yaml"
+    inventory.dump(inventory_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLOGS_")}
+    env.update(
+        FLOWLOGS_HOME=str(tmp_path / "agent-home"),
+        FLOWLOGS_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers or "",
+        FLOWLOGS_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
+    )
+    return [sys.executable, "-m", "flowlogs.cli", "agent", *args, "--inventory", str(inventory_path)], env
+
+
+def run_agent(settings: Settings, tmp_path: Path, inventory: Inventory, *args: str) -> dict[str, Any]:
+    """Run the agent to the end; its JSON summary."""
+    argv, env = agent_command(settings, tmp_path, inventory, *args)
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return dict(orjson.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def streaming_settings(settings_factory: Callable[..., Settings]) -> Settings:
+    """Short windows and timeouts, so workers come and go within a test."""
+    return settings_factory(
+        kafka={"session_timeout_seconds": 6},
+        worker={"window_seconds": 5, "idle_close_seconds": 2.0, "allowed_lateness_seconds": 1.0},
+        store={"batch_seconds": 0.3},
+    )
+
+
+def paced_agent(settings: Settings, config: SyntheticConfig) -> tuple[threading.Thread, list[PublisherStats]]:
+    """A synthetic agent publishing in a thread (not started); its stats land in the list."""
+    sent: list[PublisherStats] = []
+    return threading.Thread(target=lambda: sent.append(run_synthetic(settings, config)), daemon=True), sent
+
+
+def stored_per_eni(worker: WorkerProcess) -> dict[str, tuple[int, int]]:
+    _, rows = worker.query("SELECT interface_id, sum(packets), sum(bytes) FROM flows GROUP BY interface_id")
+    return {eni: (int(p), int(b)) for eni, p, b in rows}
