@@ -15,25 +15,35 @@ from flowlogs.settings import Settings
 
 
 @contextlib.contextmanager
+def broker(tmp: Path) -> Iterator[str]:
+    """Bootstrap address: FLOWLOGS_KAFKA__BOOTSTRAP_SERVERS if set, else a local Kafka under ``tmp``."""
+    bootstrap = os.environ.get("FLOWLOGS_KAFKA__BOOTSTRAP_SERVERS")
+    if bootstrap:
+        yield bootstrap
+        return
+    local = LocalBroker(tmp / "kafka", kind="kafka", port=0, heap="2g")
+    try:
+        yield local.start(timeout=180)
+    finally:
+        local.stop()
+
+
+def fresh_settings(bootstrap: str, home: Path, **worker: object) -> Settings:
+    """Settings on a fresh topic set, consumer group and store (under ``home``)."""
+    run = uuid.uuid4().hex[:8]
+    return Settings(
+        home=home,
+        kafka={"bootstrap_servers": bootstrap, "topic_prefix": f"bench{run}.", "partitions": 4},
+        worker={"app_id": f"bench-{run}", "api_port": free_port(), **worker},
+        agent={"agent_id": f"bench-{run}"},
+    )
+
+
+@contextlib.contextmanager
 def bench_settings(**worker: object) -> Iterator[Settings]:
     """Settings on a fresh topic set; starts a local Kafka unless FLOWLOGS_KAFKA__BOOTSTRAP_SERVERS is set."""
-    run = uuid.uuid4().hex[:8]
-    with tempfile.TemporaryDirectory(prefix="flowlogs-bench-") as tmp:
-        broker = None
-        bootstrap = os.environ.get("FLOWLOGS_KAFKA__BOOTSTRAP_SERVERS")
-        if not bootstrap:
-            broker = LocalBroker(Path(tmp) / "kafka", kind="kafka", port=0, heap="2g")
-            bootstrap = broker.start(timeout=180)
-        try:
-            yield Settings(
-                home=Path(tmp) / "home",
-                kafka={"bootstrap_servers": bootstrap, "topic_prefix": f"bench{run}.", "partitions": 4},
-                worker={"app_id": f"bench-{run}", "api_port": free_port(), **worker},
-                agent={"agent_id": f"bench-{run}"},
-            )
-        finally:
-            if broker is not None:
-                broker.stop()
+    with tempfile.TemporaryDirectory(prefix="flowlogs-bench-") as tmp, broker(Path(tmp)) as bootstrap:
+        yield fresh_settings(bootstrap, Path(tmp) / "home", **worker)
 
 
 def machine() -> str:
