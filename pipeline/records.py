@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from pipeline import json_render
 from pipeline.aggregate import FlowAggregate, hash_rows, window_eni_codes
 from schemas import flow_record
 from schemas.flow_record import FLOW_FIELDS, FlowField
@@ -145,59 +146,57 @@ class FlowRecordBuilder:
                 arrays[f.column] = pa.array(cols[f.column], type=arrow_type(f))
         return pa.Table.from_arrays([arrays[f.column] for f in FLOW_FIELDS], schema=ARROW_SCHEMA)
 
-    def json_lines(self, cols: dict[str, np.ndarray]) -> list[tuple[bytes, bytes]]:
-        """(key, JSON) per record, key = interface-id; field names as in the JSON Schema.
+    def json_batches(self, cols: dict[str, np.ndarray], rows: int = 65_536) -> Iterator[tuple[pa.Array, pa.Array]]:
+        """:meth:`json_records` of ``rows`` records at a time: a million-flow window is never
+        rendered all at once."""
+        total = len(cols["eni"])
+        for start in range(0, total, rows):
+            yield self.json_records({name: col[start : start + rows] for name, col in cols.items()})
 
-        Records are rendered through a template generated from FLOW_FIELDS, with string
-        values JSON-quoted once per distinct value, not once per record.
+    def json_records(self, cols: dict[str, np.ndarray]) -> tuple[pa.Array, pa.Array]:
+        """(keys, JSON records) as binary arrays, key = interface-id; field names as in the
+        JSON Schema.
+
+        Rendered column by column in Arrow's compute kernels: numbers cast to text, strings
+        JSON-quoted once per distinct value and taken by code, addresses joined from their
+        octets; then one element-wise join with the field names between. No Python per record.
         """
-        eni = cols["eni"]
-        quoted_enis = np.array([orjson.dumps(e).decode() for e in self._eni_ids], dtype=object)
+        eni = pa.array(cols["eni"])
         placement = [self._placement.get(e, (_UNKNOWN, _UNKNOWN)) for e in self._eni_ids]
-        values: dict[str, list[Any]] = {
-            "interface_id": quoted_enis[eni].tolist(),
-            "vpc_id": _quoted([p[0] for p in placement])[eni].tolist(),
-            "subnet_id": _quoted([p[1] for p in placement])[eni].tolist(),
+        strings: dict[str, pa.Array] = {
+            "interface_id": _quoted(self._eni_ids).take(eni),
+            "vpc_id": _quoted([p[0] for p in placement]).take(eni),
+            "subnet_id": _quoted([p[1] for p in placement]).take(eni),
             "srcaddr": _ip_texts(cols["srcaddr"]),
             "dstaddr": _ip_texts(cols["dstaddr"]),
-            "action": _quoted(flow_record.ACTIONS)[cols["action"]].tolist(),
-            "log_status": _quoted(flow_record.LOG_STATUSES)[cols["log_status"]].tolist(),
-            "flow_direction": _quoted(flow_record.DIRECTIONS)[cols["flow_direction"]].tolist(),
-            "type": _quoted(flow_record.TYPES)[cols["type"]].tolist(),
         }
-        for f in FLOW_FIELDS:
-            if f.column not in values:
-                values[f.column] = cols[f.column].tolist()
-        keys = [self._eni_ids[i].encode() for i in range(len(self._eni_ids))]
-        key_per_row = [keys[i] for i in eni.tolist()]
-        return [
-            (key, (_JSON_TEMPLATE % row).encode())
-            for key, row in zip(key_per_row, zip(*(values[f.column] for f in FLOW_FIELDS)))
+        for column, values in (
+            ("action", flow_record.ACTIONS), ("log_status", flow_record.LOG_STATUSES),
+            ("flow_direction", flow_record.DIRECTIONS), ("type", flow_record.TYPES),
+        ):
+            strings[column] = _quoted(values).take(pa.array(cols[column]))
+        literals = [(("{" if i == 0 else ",") + f'"{f.name}":').encode() for i, f in enumerate(FLOW_FIELDS)] + [b"}"]
+        columns = [
+            strings[f.column] if f.column in strings else pc.cast(pa.array(cols[f.column]), pa.string()) for f in FLOW_FIELDS
         ]
+        keys = pa.array([e.encode() for e in self._eni_ids], pa.binary()).take(eni)
+        return keys, json_render.join(literals, columns)
 
 
-def _json_template() -> str:
-    def is_number(f: FlowField) -> bool:
-        return f.json_schema.get("type") == "integer" or isinstance(f.json_schema.get("const"), int)
-
-    return "{" + ",".join(f'"{f.name}":%d' if is_number(f) else f'"{f.name}":%s' for f in FLOW_FIELDS) + "}"
+def _quoted(values: Sequence[str]) -> pa.Array:
+    return pa.array([orjson.dumps(v).decode() for v in values], pa.string())
 
 
-_JSON_TEMPLATE = _json_template()
-_OCTETS = np.array([str(i) for i in range(256)], dtype=object)
-
-
-def _quoted(values: Sequence[str]) -> np.ndarray:
-    return np.array([orjson.dumps(v).decode() for v in values], dtype=object)
-
-
-def _ip_texts(addr: np.ndarray) -> list[str]:
-    """JSON-quoted text of V16 addresses: IPv4-mapped as dotted quads (vectorised), IPv6 as usual."""
+def _ip_texts(addr: np.ndarray) -> pa.Array:
+    """JSON-quoted text of V16 addresses: IPv4-mapped as dotted quads (compiled), IPv6 as
+    ``inet_ntop`` writes it (per address, IPv6 rows only)."""
     raw = addr.view(np.uint8).reshape(-1, 16)
-    o = [_OCTETS[raw[:, 12 + i]] for i in range(4)]
-    texts = ['"' + a + "." + b + "." + c + "." + d + '"' for a, b, c, d in zip(*(x.tolist() for x in o))]
-    for i in np.flatnonzero(~is_ipv4_mapped(addr)).tolist():
-        texts[i] = '"' + socket.inet_ntop(socket.AF_INET6, raw[i].tobytes()) + '"'
+    texts = json_render.dotted_quads(raw)
+    v6 = np.flatnonzero(~is_ipv4_mapped(addr))
+    if v6.size:
+        full = np.array(texts.to_pylist(), dtype=object)
+        full[v6] = ['"' + socket.inet_ntop(socket.AF_INET6, raw[i].tobytes()) + '"' for i in v6.tolist()]
+        texts = pa.array(full.tolist(), pa.string())
     return texts
 
 

@@ -211,7 +211,7 @@ class FlowWorker:
                 # A repeated close (retry, replay) carries the same token: the store keeps one copy.
                 self.store_sink.write([self.builder.arrow(cols)], dedup_token=self.close_log.token(closed.event))
                 records.append(cols)
-        self.flows_sink.write(chain.from_iterable(self.builder.json_lines(r) for r in records), timeout=120.0)
+        self.flows_sink.write(chain.from_iterable(self.builder.json_batches(r) for r in records), timeout=120.0)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters for /stats and `flowlogs up`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+import pyarrow as pa
 from confluent_kafka import KafkaError, Message, Producer
 
 from flowlogs.errors import FlowLogsError
@@ -32,18 +33,20 @@ class _KafkaSink:
                     "acks": "all",
                     "enable.idempotence": False,
                     "message.max.bytes": 8 * 1024 * 1024,
-                    "queue.buffering.max.messages": 2_000_000,
-                    "queue.buffering.max.kbytes": 1024 * 1024,
+                    # Full queue = wait (flow control), not more memory: a million-record
+                    # window goes out while the next part of it is being rendered.
+                    "queue.buffering.max.messages": 1_000_000,
+                    "queue.buffering.max.kbytes": 256 * 1024,
+                    # A Python callback per delivered record costs more than rendering it;
+                    # only failures are reported, and flush() says when the rest is in.
+                    "delivery.report.only.error": True,
                 },
             )
         )
         self._failures: list[str] = []
-        self.delivered = 0
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            self.delivered += 1
-        else:
+        if err is not None:
             self._failures.append(str(err))
 
     def _produce(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -70,9 +73,12 @@ class FlowTopicSink(_KafkaSink):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, settings.topic(topics.FLOWS.suffix), "flowlogs-worker-flows")
 
-    def write(self, records: Iterable[tuple[bytes, bytes]], timeout: float = 60.0) -> None:
-        for key, value in records:
-            self._produce(key, value)
+    def write(self, batches: Iterable[tuple[pa.Array, pa.Array]], timeout: float = 60.0) -> None:
+        """Produce (keys, records) batches, then wait until every record is acknowledged."""
+        for keys, values in batches:
+            for key, value in zip(keys.to_pylist(), values.to_pylist()):
+                self._produce(key, value)
+            self._producer.poll(0)
         self._flush(timeout)
 
 
