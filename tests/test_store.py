@@ -60,3 +60,24 @@ def test_readonly_queries_cannot_change_data(tmp_path: Path) -> None:
         assert store.query_readonly("SELECT count() FROM flows")[1] == [(0,)]
     finally:
         store.stop()
+
+
+def test_a_big_write_goes_in_slices_and_a_repeated_one_is_dropped_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.sinks import clickhouse
+    from tests.test_rollups import _today, flow_rows
+
+    monkeypatch.setattr(clickhouse, "ROWS_PER_INSERT", 100)
+    store = Store(Settings(home=tmp_path))
+    store.start()
+    try:
+        sink = clickhouse.ClickHouseSink(store)
+        table = flow_rows(_today(), 1, seed=3)
+        slices = -(-table.num_rows // 100)
+        assert slices > 10
+        sink.write([table], dedup_token="close-7")
+        sink.write([table], dedup_token="close-7")  # a retry or a replay of the same close
+        assert sink.inserts == 2 * slices
+        _, rows = store.query("SELECT count(), sum(packets) FROM flows")
+        assert rows[0] == (table.num_rows, sum(table.column("packets").to_pylist()))
+    finally:
+        store.stop()
