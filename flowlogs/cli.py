@@ -63,6 +63,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
             "choose one source: --synthetic, --pcap FILE…, --interface IF, --vxlan [ADDR:]PORT or --gre [ADDR]"
             + (f" (got {', '.join('--' + c for c in chosen)})" if chosen else "")
         )
+    if args.netns and not args.interface:
+        raise FlowLogsError("--netns names the network namespace of --interface; give --interface IF too")
     settings = _settings(args)
     changes = {
         name: value

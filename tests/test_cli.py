@@ -36,6 +36,16 @@ def test_agent_needs_a_source(tmp_path: Path) -> None:
     assert "--synthetic" in out.stderr
 
 
+def test_agent_source_errors_say_what_to_do(tmp_path: Path) -> None:
+    two = flowlogs("agent", "--synthetic", "--vxlan", home=tmp_path)
+    assert two.returncode == 2 and "--synthetic, --vxlan" in two.stderr.replace("\n", " ")
+    stray = flowlogs("agent", "--pcap", "x.pcap", "--netns", "ns1", home=tmp_path)
+    assert stray.returncode == 2 and "--netns names the network namespace of --interface" in stray.stderr
+    no_inventory = flowlogs("agent", "--vxlan", home=tmp_path)
+    assert no_inventory.returncode == 2 and "--vxlan needs --inventory FILE" in no_inventory.stderr
+    assert "Traceback" not in two.stderr + stray.stderr + no_inventory.stderr
+
+
 def test_invalid_setting_names_the_variable(tmp_path: Path) -> None:
     out = flowlogs("query", "SELECT 1", home=tmp_path, FLOWLOGS_STORE__BATCH_ROWS="lots")
     assert out.returncode == 2
