@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,15 @@ def paced_agent(settings: Settings, config: SyntheticConfig) -> tuple[threading.
 def stored_per_eni(worker: WorkerProcess) -> dict[str, tuple[int, int]]:
     _, rows = worker.query("SELECT interface_id, sum(packets), sum(bytes) FROM flows GROUP BY interface_id")
     return {eni: (int(p), int(b)) for eni, p, b in rows}
+
+
+def wait_until_stored_exactly(worker: WorkerProcess, want: dict[str, tuple[int, int]], timeout: float = 120) -> None:
+    """Wait until the worker has nothing open or pending and the store holds exactly ``want``
+    (ENI → (packets, bytes)); on failure the message shows both."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = worker.stats()
+        if stats["open_windows"] == 0 and stats["pending_rows"] == 0 and stored_per_eni(worker) == want:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"after {timeout:.0f} s the store holds {stored_per_eni(worker)}, not what was sent: {want}")

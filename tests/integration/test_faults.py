@@ -11,8 +11,7 @@ import pytest
 
 from agents.synthetic import SyntheticConfig
 from flowlogs.kafka import ensure_topics
-from tests.integration.helpers import paced_agent, stored_per_eni, streaming_settings
-from tests.integration.test_spine import _wait_for
+from tests.integration.helpers import paced_agent, streaming_settings, wait_until_stored_exactly
 
 pytestmark = pytest.mark.integration
 KILLS = 10
@@ -38,12 +37,5 @@ def test_sigkill_at_random_moments_neither_loses_nor_double_counts(settings_fact
     want = {eni: (c.packets, c.bytes) for eni, c in sent[0].per_eni.items()}
     assert sum(p for p, _ in want.values()) == 25_000 * 45
 
-    def settled() -> bool:
-        stats = worker.stats()
-        return stats["open_windows"] == 0 and stats["pending_rows"] == 0 and stored_per_eni(worker) == want
-
-    try:
-        _wait_for(settled, 120, "the store to hold exactly what was sent")
-    finally:
-        print(f"{kills} kills; sent {want}; stored {stored_per_eni(worker)}")
+    wait_until_stored_exactly(worker, want)
     assert kills >= KILLS

@@ -12,7 +12,7 @@ import pytest
 from agents.synthetic import SyntheticConfig
 from deploy.broker import free_port
 from flowlogs.kafka import ensure_topics
-from tests.integration.helpers import paced_agent, stored_per_eni, streaming_settings
+from tests.integration.helpers import paced_agent, streaming_settings, wait_until_stored_exactly
 from tests.integration.test_spine import _wait_for
 
 pytestmark = pytest.mark.integration
@@ -37,11 +37,4 @@ def test_one_two_one_workers_mid_stream_keep_totals_exact(settings_factory, work
     assert sent and sent[0].failed_frames == 0
     want = {eni: (c.packets, c.bytes) for eni, c in sent[0].per_eni.items()}
 
-    def settled() -> bool:
-        stats = first.stats()
-        return stats["open_windows"] == 0 and stats["pending_rows"] == 0 and stored_per_eni(first) == want
-
-    try:
-        _wait_for(settled, 120, "the store to hold exactly what was sent")
-    finally:
-        print(f"sent {want}; stored {stored_per_eni(first)}")
+    wait_until_stored_exactly(first, want)
