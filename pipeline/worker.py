@@ -29,7 +29,7 @@ from pipeline.close_log import CloseLog
 from pipeline.records import FlowRecordBuilder
 from pipeline.sinks.clickhouse import ClickHouseSink
 from pipeline.sinks.topic import DeadLetterSink, FlowTopicSink
-from pipeline.window import ClosedWindows, FlowWindows
+from pipeline.window import CloseEvent, ClosedWindows, FlowWindows
 from schemas import frame
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class FlowWorker:
     async def on_message(self, message: Any) -> None:
         if not self.windows.has(message.partition):
             # The first frame of a partition we (newly) consume: where did its history stop?
-            closed_through, replay = await asyncio.to_thread(self.close_log.history, message.partition, message.offset)
+            closed_through, replay = await self._history(message.partition, message.offset)
             self.windows.partition(message.partition).resume(closed_through, replay)
         self._next_offset[message.partition] = message.offset + 1
         try:
@@ -125,6 +125,15 @@ class FlowWorker:
         """Close every open window (of ``partitions``) now and write it out."""
         self._collect(self.windows.close_partitions(partitions))
         await self.flush()
+
+    async def _history(self, partition: int, offset: int) -> tuple[int, list[CloseEvent]]:
+        """The close log of a partition; without it no frame of it can be placed, so wait for the store."""
+        while True:
+            try:
+                return await asyncio.to_thread(self.close_log.history, partition, offset)
+            except FlowLogsError as exc:
+                log.error("cannot read the close log for partition %d (retrying in 2 s): %s", partition, exc)
+                await asyncio.sleep(2)
 
     async def revoke(self, partitions: set[int]) -> None:
         """Partitions taken away: forget them, unwritten closes included; their new owner
