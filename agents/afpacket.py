@@ -33,7 +33,7 @@ from typing import Self
 import numba
 import numpy as np
 
-from agents.source import PAD, RawPackets, no_packets
+from agents.source import ETHERNET, PAD, RAW, RawPackets, no_packets
 from flowlogs.errors import FlowLogsError
 
 # <linux/if_packet.h>, <linux/if_ether.h>, <linux/if_arp.h>, <sched.h>
@@ -47,7 +47,6 @@ SO_ATTACH_FILTER = 26
 BPF_RET_K = 0x06
 CLONE_NEWNET = 0x40000000
 ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE = 1, 772, 0xFFFE
-LINKTYPE_ETHERNET, LINKTYPE_RAW = 1, 101
 
 NETNS_DIR = Path("/var/run/netns")
 _POLL_MS = 100  # how long one poll() waits: bounds how late a stop request is seen
@@ -232,7 +231,7 @@ class InterfaceCapture:
             except OSError as exc:
                 self._release()
                 raise CaptureError(f"cannot start capture on {interface}{where}: {exc.strerror or exc}") from exc
-        self.linktype = LINKTYPE_ETHERNET if hatype in (ARPHRD_ETHER, ARPHRD_LOOPBACK) else LINKTYPE_RAW
+        self.linktype = ETHERNET if hatype in (ARPHRD_ETHER, ARPHRD_LOOPBACK) else RAW
         self._skip_outgoing = hatype == ARPHRD_LOOPBACK
         self._ring: np.ndarray | None = np.frombuffer(self._mmap, np.uint8)  # type: ignore[arg-type]
         self._words: np.ndarray | None = self._ring.view(np.uint32)

@@ -19,10 +19,8 @@ import numba
 import numpy as np
 
 from agents import tunnels
-from agents.source import RawPackets
+from agents.source import ETHERNET, LINUX_SLL, LINUX_SLL2, RAW, RAW_ALIASES, RAW_IPV4, RAW_IPV6, RawPackets
 
-# pcap link types; 12 and 14 are older spellings of raw IP
-ETHERNET, RAW, RAW_IPV4, RAW_IPV6, LINUX_SLL, LINUX_SLL2 = 1, 101, 228, 229, 113, 276
 _AH, _FRAGMENT = 51, 44  # IPv6 extension headers with their own length rules
 
 
@@ -111,7 +109,7 @@ def _parse_headers(data, start, caplen, linktype, src, dst, ip_length, proto, sr
                     l3 += 4
                 else:
                     break
-        elif lt == 12 or lt == 14 or lt == RAW or lt == RAW_IPV4 or lt == RAW_IPV6:
+        elif lt == RAW_ALIASES[0] or lt == RAW_ALIASES[1] or lt == RAW or lt == RAW_IPV4 or lt == RAW_IPV6:
             l3 = s
             version = data[s] >> 4 if s < end else 0
             et = 0x0800 if version == 4 else (0x86DD if version == 6 else 0)

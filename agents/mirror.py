@@ -29,10 +29,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from agents import tunnels
-from agents.source import PAD, RawPackets, no_packets
+from agents.source import ETHERNET, PAD, RAW_IPV4, RawPackets, no_packets
 from flowlogs.errors import FlowLogsError
 
-RAW_IPV4 = 228  # pcap LINKTYPE_IPV4
 _SO_TIMESTAMPNS = 35
 _MSG_DONTWAIT, _MSG_TRUNC = 0x40, 0x20
 _CONTROL_SIZE = 64  # one cmsghdr (16 B) + struct timespec (16 B), with room
@@ -205,7 +204,7 @@ class _Receiver:
 class VxlanReceiver(_Receiver):
     """Mirror sessions delivered as VXLAN (UDP, RFC 7348), as AWS Traffic Mirroring sends them."""
 
-    linktype = tunnels.ETHERNET
+    linktype = ETHERNET
 
     def __init__(self, listen: str = str(tunnels.VXLAN_PORT), *, batch: int = 1024, snaplen: int = 512) -> None:
         family, address = _bind_address(listen, tunnels.VXLAN_PORT)

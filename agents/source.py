@@ -19,6 +19,11 @@ from schemas import frame
 
 PAD = 128  # zero bytes after a chunk, so header reads past a short packet stay in bounds
 
+# Link types of RawPackets.linktype: the pcap LINKTYPE_* values (12 and 14 are older
+# spellings of raw IP that capture files still carry).
+ETHERNET, RAW, RAW_IPV4, RAW_IPV6, LINUX_SLL, LINUX_SLL2 = 1, 101, 228, 229, 113, 276
+RAW_ALIASES = (12, 14)
+
 
 @dataclass(frozen=True, slots=True)
 class RawPackets:

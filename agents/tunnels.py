@@ -17,12 +17,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from agents.source import RawPackets
+from agents.source import ETHERNET, RAW, RawPackets
 from agents.wire import u8, u16, u32
 from schemas.inventory import SessionKind, session_key
 
 VXLAN_PORT = 4789
-ETHERNET, RAW_IP = 1, 101  # link types of the inner packet (pcap LINKTYPE values)
 
 _GRE_CHECKSUM, _GRE_ROUTING, _GRE_KEY, _GRE_SEQUENCE = 0x8000, 0x4000, 0x2000, 0x1000
 _TEB, _IPV4, _IPV6, _ERSPAN_II, _ERSPAN_III = 0x6558, 0x0800, 0x86DD, 0x88BE, 0x22EB
@@ -61,7 +60,7 @@ def gre(data: np.ndarray, at: np.ndarray, end: np.ndarray) -> Inner:
     linktype = np.full(at.shape, ETHERNET, np.int32)
     session = session_key(SessionKind.GRE, 0) | key
     plain_ip = (protocol == _IPV4) | (protocol == _IPV6)
-    linktype[plain_ip] = RAW_IP
+    linktype[plain_ip] = RAW
     # ERSPAN type I has no ERSPAN header (and no GRE sequence number); type II has 8 bytes.
     erspan_ii = protocol == _ERSPAN_II
     type_ii = erspan_ii & has_sequence
@@ -75,7 +74,7 @@ def gre(data: np.ndarray, at: np.ndarray, end: np.ndarray) -> Inner:
     optional = (u8(data, payload + 11) & 0x01) != 0
     frame_type = (u8(data, payload + 10) >> 2) & 0x1F
     inner_at = np.where(type_iii, payload + 12 + np.where(optional, 8, 0), inner_at)
-    linktype[type_iii & (frame_type == 2)] = RAW_IP
+    linktype[type_iii & (frame_type == 2)] = RAW
     session = np.where(type_iii, session_key(SessionKind.ERSPAN, 0) | erspan_id, session)
     valid &= ~type_iii | (((u8(data, payload) >> 4) == 2) & ((frame_type == 0) | (frame_type == 2)))
 
