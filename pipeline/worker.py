@@ -6,6 +6,11 @@ windows are buffered and written to the sinks in batches (``store.batch_rows`` r
 ``store.batch_seconds``); only after a batch is durable in both sinks are its frames
 acknowledged, so Faust's committed offset never runs ahead of the store.
 
+A batch is written in the background while the consumer goes on aggregating the next
+windows (the store insert runs in a thread without the GIL); when the next batch is due
+before the write in flight has finished, the consumer waits for it, so at most one batch
+is written while one more accumulates.
+
 Exactly-once in the store, across crashes and rebalances: each close is recorded in the
 :class:`CloseLog` before its rows are written, and its rows are inserted under the close's
 deduplication token. Whoever consumes a partition next repeats the recorded closes at the
@@ -29,7 +34,7 @@ from pipeline.close_log import CloseLog
 from pipeline.records import FlowRecordBuilder
 from pipeline.sinks.clickhouse import ClickHouseSink
 from pipeline.sinks.topic import DeadLetterSink, FlowTopicSink
-from pipeline.window import CloseEvent, ClosedWindows, FlowWindows
+from pipeline.window import ClosedWindows, CloseEvent, FlowWindows
 from schemas import frame
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,7 @@ class FlowWorker:
         self._failed: WriteBatch | None = None
         self._failed_at = 0.0
         self._flush_lock = asyncio.Lock()
+        self._flush_task: asyncio.Task[None] | None = None
 
     def bind_consumer(self, ack: Ack, highwater: Highwater) -> None:
         """How to acknowledge a message and read a partition's highwater mark (from Faust)."""
@@ -113,18 +119,34 @@ class FlowWorker:
             return
         self.windows.add(message.partition, decoded, message)
         self._collect(self.windows.due(caught_up=self._caught_up))
-        if self._flush_due():
-            await self.flush()
+        await self._start_flush_when_due()
 
     async def tick(self) -> None:
         self._collect(self.windows.due(caught_up=self._caught_up))
-        if self._flush_due():
-            await self.flush()
+        await self._start_flush_when_due()
 
     async def drain(self, partitions: set[int] | None = None) -> None:
         """Close every open window (of ``partitions``) now and write it out."""
         self._collect(self.windows.close_partitions(partitions))
+        await self._wait_for_write_in_flight()
         await self.flush()
+
+    async def _start_flush_when_due(self) -> None:
+        await self._wait_for_write_in_flight(only_if_done=True)
+        if not self._flush_due():
+            return
+        # A further batch is due while one is still being written: wait for that one
+        # (backpressure) rather than holding more closed windows in memory.
+        await self._wait_for_write_in_flight()
+        self._flush_task = asyncio.create_task(self.flush(), name="flow-writer")
+
+    async def _wait_for_write_in_flight(self, *, only_if_done: bool = False) -> None:
+        """Wait for the background write; an unexpected error in it is raised here, in the agent."""
+        task = self._flush_task
+        if task is None or (only_if_done and not task.done()):
+            return
+        self._flush_task = None
+        await task
 
     async def _history(self, partition: int, offset: int) -> tuple[int, list[CloseEvent]]:
         """The close log of a partition; without it no frame of it can be placed, so wait for the store."""
@@ -188,7 +210,7 @@ class FlowWorker:
             started = time.monotonic()
             self._writing_rows = batch.rows
             try:
-                await asyncio.to_thread(self._write, batch)
+                await self._write(batch)
             except FlowLogsError as exc:
                 # Keep the batch, and its unacknowledged frames, to write again unchanged.
                 self._failed, self._failed_at = batch, time.monotonic()
@@ -208,19 +230,35 @@ class FlowWorker:
             self.stats.batches_written += 1
             self.stats.last_flush_seconds = time.monotonic() - started
 
-    def _write(self, batch: "WriteBatch") -> None:
+    async def _write(self, batch: WriteBatch) -> None:
+        """The batch's closes into the close log, then its rows into the store and onto the
+        flows topic at the same time (the store insert runs without the GIL)."""
+        records = await asyncio.to_thread(self._record_closes, batch)
+        results = await asyncio.gather(
+            asyncio.to_thread(self._write_store, records),
+            asyncio.to_thread(self._write_topic, records),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    def _record_closes(self, batch: WriteBatch) -> list[tuple[ClosedWindows, dict[str, Any]]]:
         # The closes first: from here on, whoever replays these partitions repeats them.
         self.close_log.record([c.event for c in batch.closed])
-        records = []
-        for closed in batch.closed:
-            if closed.flows.size:
-                cols = self.builder.columns(
-                    closed.flows, skipped=closed.skipped, nodata=closed.nodata, late_through=closed.late_through
-                )
-                # A repeated close (retry, replay) carries the same token: the store keeps one copy.
-                self.store_sink.write([self.builder.arrow(cols)], dedup_token=self.close_log.token(closed.event))
-                records.append(cols)
-        self.flows_sink.write(chain.from_iterable(self.builder.json_batches(r) for r in records), timeout=120.0)
+        return [
+            (c, self.builder.columns(c.flows, skipped=c.skipped, nodata=c.nodata, late_through=c.late_through))
+            for c in batch.closed
+            if c.flows.size
+        ]
+
+    def _write_store(self, records: list[tuple[ClosedWindows, dict[str, Any]]]) -> None:
+        for closed, cols in records:
+            # A repeated close (retry, replay) carries the same token: the store keeps one copy.
+            self.store_sink.write([self.builder.arrow(cols)], dedup_token=self.close_log.token(closed.event))
+
+    def _write_topic(self, records: list[tuple[ClosedWindows, dict[str, Any]]]) -> None:
+        self.flows_sink.write(chain.from_iterable(self.builder.json_batches(cols) for _, cols in records), timeout=120.0)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters for /stats and `flowlogs up`."""

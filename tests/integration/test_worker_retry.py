@@ -68,7 +68,9 @@ def test_failed_insert_is_retried_without_loss_or_duplicates(settings_factory) -
         assert acked == []  # nothing acknowledged while the rows are not durable
         store.migrate()  # the store is back
         await asyncio.sleep(0.3)
-        await worker.tick()
+        await worker.tick()  # the timer starts the retry in the background…
+        await worker.drain()  # …and this waits for it
+        assert worker.stats.write_failures == 1
         assert sorted(acked) == [m.offset for m in messages]
 
     try:
