@@ -14,9 +14,9 @@ process (`flowlogs worker`, started by WorkerProcess) on one shared local broker
    also includes the final windows, which — no newer traffic coming — close only after
    ``idle_close_seconds``). Each phase checks itself against the store: stored packets
    equal packets sent, no flow row repeated.
-   Phase 2 also gives the worker's peak memory: VmHWM of the worker process (the Python
-   process itself: chDB, the Kafka consumer and the windows all live in it; any child
-   processes are reported too).
+   Phase 2 also gives the worker's peak memory: VmHWM of the worker process (chDB, the
+   Kafka consumer and the windows live in it) plus the VmHWM of its child process (the
+   flows-topic producer), summed.
 3. Latency: a worker consuming live, paced traffic (--latency-rate packets/s, capture time =
    wall clock, Zipf flow popularity as the synthetic agent's default) for --latency-seconds,
    while the store is polled every --poll seconds for each (window, ENI)'s rows. Per
@@ -243,7 +243,7 @@ def throughput_phase(bootstrap: str, home: Path, flows: int, args: argparse.Name
         stored = time.monotonic()
         memory = proc_status_kb(worker.pid)
         process["child_processes_after"] = len(children(worker.pid))
-        child_rss_kb = sum(proc_status_kb(c).get("VmRSS", 0) for c in children(worker.pid))
+        child_hwm_kb = sum(proc_status_kb(c).get("VmHWM", 0) for c in children(worker.pid))
         _, rows = worker.query(ROW_CHECK_SQL)
     finally:
         worker.stop()
@@ -265,10 +265,11 @@ def throughput_phase(bootstrap: str, home: Path, flows: int, args: argparse.Name
         "rows_unique": distinct == records,
         "write_failures": final["write_failures"],
         "late_packets": final["late_packets"],
-        "peak_rss_mb": round(memory["VmHWM"] / 1024),
-        "peak_rss_mb_when_last_frame_read": round(hwm_read_kb / 1024),
-        "rss_mb_after_all_written": round(memory["VmRSS"] / 1024),
-        "child_processes_rss_mb": round(child_rss_kb / 1024),
+        "peak_rss_mb": round((memory["VmHWM"] + child_hwm_kb) / 1024),
+        "worker_process_peak_rss_mb": round(memory["VmHWM"] / 1024),
+        "child_processes_peak_rss_mb": round(child_hwm_kb / 1024),
+        "worker_process_peak_rss_mb_when_last_frame_read": round(hwm_read_kb / 1024),
+        "worker_process_rss_mb_after_all_written": round(memory["VmRSS"] / 1024),
         "max_open_windows_all_partitions": peak["open_windows"],
         **cpu,
         "load_average_before": load_before,
@@ -551,8 +552,9 @@ def main() -> None:
         "peak_rss_mb": biggest["peak_rss_mb"],
         "peak_rss_flows_per_window": biggest["flows_per_window"],
         "peak_rss_definition": (
-            f"VmHWM of the worker process ({biggest['worker_process']['pid_command']}; child processes:"
-            f" {biggest['worker_process']['child_processes']}) over the phase; up to"
+            f"VmHWM of the worker process ({biggest['worker_process']['pid_command']}) plus the VmHWM of each of"
+            f" its {biggest['worker_process']['child_processes_after']} child processes (the flows-topic producer),"
+            " summed: an upper bound of their peak together; up to"
             f" {biggest['max_open_windows_all_partitions']} (partition, window) pairs were open at once"
             " (a window stays open for allowed lateness after its end)"
         ),

@@ -146,41 +146,36 @@ class FlowRecordBuilder:
                 arrays[f.column] = pa.array(cols[f.column], type=arrow_type(f))
         return pa.Table.from_arrays([arrays[f.column] for f in FLOW_FIELDS], schema=ARROW_SCHEMA)
 
-    def json_batches(self, cols: dict[str, np.ndarray], rows: int = 65_536) -> Iterator[tuple[pa.Array, pa.Array]]:
-        """:meth:`json_records` of ``rows`` records at a time: a million-flow window is never
-        rendered all at once."""
-        total = len(cols["eni"])
-        for start in range(0, total, rows):
-            yield self.json_records({name: col[start : start + rows] for name, col in cols.items()})
 
-    def json_records(self, cols: dict[str, np.ndarray]) -> tuple[pa.Array, pa.Array]:
-        """(keys, JSON records) as binary arrays, key = interface-id; field names as in the
-        JSON Schema.
+def json_batches(table: pa.Table, rows: int = 65_536) -> Iterator[tuple[pa.Array, pa.Array]]:
+    """:func:`json_records` of ``rows`` records at a time: a million-flow window is never
+    rendered all at once."""
+    for start in range(0, table.num_rows, rows):
+        yield json_records(table.slice(start, rows))
 
-        Rendered column by column in Arrow's compute kernels: numbers cast to text, strings
-        JSON-quoted once per distinct value and taken by code, addresses joined from their
-        octets; then one element-wise join with the field names between. No Python per record.
-        """
-        eni = pa.array(cols["eni"])
-        placement = [self._placement.get(e, (_UNKNOWN, _UNKNOWN)) for e in self._eni_ids]
-        strings: dict[str, pa.Array] = {
-            "interface_id": _quoted(self._eni_ids).take(eni),
-            "vpc_id": _quoted([p[0] for p in placement]).take(eni),
-            "subnet_id": _quoted([p[1] for p in placement]).take(eni),
-            "srcaddr": _ip_texts(cols["srcaddr"]),
-            "dstaddr": _ip_texts(cols["dstaddr"]),
-        }
-        for column, values in (
-            ("action", flow_record.ACTIONS), ("log_status", flow_record.LOG_STATUSES),
-            ("flow_direction", flow_record.DIRECTIONS), ("type", flow_record.TYPES),
-        ):
-            strings[column] = _quoted(values).take(pa.array(cols[column]))
-        literals = [(("{" if i == 0 else ",") + f'"{f.name}":').encode() for i, f in enumerate(FLOW_FIELDS)] + [b"}"]
-        columns = [
-            strings[f.column] if f.column in strings else pc.cast(pa.array(cols[f.column]), pa.string()) for f in FLOW_FIELDS
-        ]
-        keys = pa.array([e.encode() for e in self._eni_ids], pa.binary()).take(eni)
-        return keys, json_render.join(literals, columns)
+
+def json_records(table: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """(keys, JSON records) of a table of :meth:`FlowRecordBuilder.arrow` as binary arrays;
+    key = interface-id, field names as in the JSON Schema.
+
+    Rendered column by column in Arrow's compute kernels: numbers cast to text, strings
+    JSON-quoted once per dictionary value and taken by code, addresses joined from their
+    octets; then one element-wise join with the field names between. No Python per record.
+    """
+    columns = []
+    for f in FLOW_FIELDS:
+        column = table.column(f.column).combine_chunks()
+        if pa.types.is_dictionary(column.type):
+            columns.append(_quoted(column.dictionary.to_pylist()).take(column.indices))
+        elif pa.types.is_fixed_size_binary(column.type):
+            raw = np.frombuffer(column.buffers()[1], np.uint8, count=16 * len(column), offset=16 * column.offset)
+            columns.append(_ip_texts(raw.view("V16")))
+        else:
+            columns.append(pc.cast(column, pa.string()))
+    literals = [(("{" if i == 0 else ",") + f'"{f.name}":').encode() for i, f in enumerate(FLOW_FIELDS)] + [b"}"]
+    interface = table.column("interface_id").combine_chunks()
+    keys = pa.array([e.encode() for e in interface.dictionary.to_pylist()], pa.binary()).take(interface.indices)
+    return keys, json_render.join(literals, columns)
 
 
 def _quoted(values: Sequence[str]) -> pa.Array:

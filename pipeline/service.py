@@ -11,7 +11,8 @@ from flowlogs.settings import Settings
 from pipeline.app import create_app
 from pipeline.close_log import CloseLog
 from pipeline.sinks.clickhouse import ClickHouseSink
-from pipeline.sinks.topic import DeadLetterSink, FlowTopicSink
+from pipeline.sinks.flows_process import FlowTopicSink
+from pipeline.sinks.topic import DeadLetterSink
 from pipeline.store_client import open_store
 from pipeline.worker import FlowWorker
 from schemas import topics
@@ -29,12 +30,13 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     placement = load_inventory(settings.worker.inventory).placement() if settings.worker.inventory else {}
     ensure_topics(settings)
     store = open_store(settings, api_url(settings))
+    flows_sink = FlowTopicSink(settings)
     try:
         close_log = CloseLog(store, settings.topic(topics.FRAMES.suffix), settings.worker.window_seconds * 1_000_000_000)
         worker = FlowWorker(
             settings,
             store_sink=ClickHouseSink(store),
-            flows_sink=FlowTopicSink(settings),
+            flows_sink=flows_sink,
             dead_letter=DeadLetterSink(settings),
             placement=placement,
             close_log=close_log,
@@ -43,4 +45,5 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         log.info("worker API on %s, store: %s", api_url(settings), store.describe())
         faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
     finally:
+        flows_sink.stop()
         store.stop()

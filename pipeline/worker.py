@@ -25,15 +25,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from itertools import chain
 from typing import Any
+
+import pyarrow as pa
 
 from flowlogs.errors import FlowLogsError, FrameError
 from flowlogs.settings import Settings
 from pipeline.close_log import CloseLog
 from pipeline.records import FlowRecordBuilder
 from pipeline.sinks.clickhouse import ClickHouseSink
-from pipeline.sinks.topic import DeadLetterSink, FlowTopicSink
+from pipeline.sinks.flows_process import FlowTopicSink
+from pipeline.sinks.topic import DeadLetterSink
 from pipeline.window import ClosedWindows, CloseEvent, FlowWindows
 from schemas import frame
 
@@ -243,22 +245,22 @@ class FlowWorker:
             if isinstance(result, BaseException):
                 raise result
 
-    def _record_closes(self, batch: WriteBatch) -> list[tuple[ClosedWindows, dict[str, Any]]]:
+    def _record_closes(self, batch: WriteBatch) -> list[tuple[ClosedWindows, pa.Table]]:
         # The closes first: from here on, whoever replays these partitions repeats them.
         self.close_log.record([c.event for c in batch.closed])
         return [
-            (c, self.builder.columns(c.flows, skipped=c.skipped, nodata=c.nodata, late_through=c.late_through))
+            (c, self.builder.arrow(self.builder.columns(c.flows, skipped=c.skipped, nodata=c.nodata, late_through=c.late_through)))
             for c in batch.closed
             if c.flows.size
         ]
 
-    def _write_store(self, records: list[tuple[ClosedWindows, dict[str, Any]]]) -> None:
-        for closed, cols in records:
+    def _write_store(self, records: list[tuple[ClosedWindows, pa.Table]]) -> None:
+        for closed, table in records:
             # A repeated close (retry, replay) carries the same token: the store keeps one copy.
-            self.store_sink.write([self.builder.arrow(cols)], dedup_token=self.close_log.token(closed.event))
+            self.store_sink.write([table], dedup_token=self.close_log.token(closed.event))
 
-    def _write_topic(self, records: list[tuple[ClosedWindows, dict[str, Any]]]) -> None:
-        self.flows_sink.write(chain.from_iterable(self.builder.json_batches(cols) for _, cols in records), timeout=120.0)
+    def _write_topic(self, records: list[tuple[ClosedWindows, pa.Table]]) -> None:
+        self.flows_sink.write([table for _, table in records], timeout=120.0)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters for /stats and `flowlogs up`."""

@@ -10,7 +10,7 @@ import orjson
 from agents.synthetic import SyntheticConfig, SyntheticTraffic
 from flowlogs.settings import Settings
 from pipeline import aggregate
-from pipeline.records import FlowRecordBuilder
+from pipeline.records import FlowRecordBuilder, json_records
 from pipeline.store import Store
 from schemas import flow_record, generate
 
@@ -45,7 +45,7 @@ def test_json_records_satisfy_the_published_schema() -> None:
     builder = FlowRecordBuilder(eni_ids, {eni_ids[0]: ("vpc-1", "subnet-1")}, 60 * 10**9)
     schema = orjson.loads((generate.GENERATED_DIR / "flow-record.schema.json").read_bytes())
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
-    keys, values = builder.json_records(builder.columns(flows))
+    keys, values = json_records(builder.arrow(builder.columns(flows)))
     lines = list(zip(keys.to_pylist(), values.to_pylist()))
     assert len(lines) == flows.size
     for key, value in lines:

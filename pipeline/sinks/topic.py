@@ -1,4 +1,8 @@
-"""Kafka sinks: flow records as JSON on the flows topic; rejected frames on the dead-letter topic."""
+"""Kafka producers: flow records as JSON on the flows topic; rejected frames on the dead-letter topic.
+
+The worker does not produce flow records itself: :class:`pipeline.sinks.flows_process.FlowTopicSink`
+runs a :class:`FlowRecordProducer` in a child process.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from flowlogs.errors import FlowLogsError
 from flowlogs.kafka import client_config
 from flowlogs.settings import Settings
+from pipeline.records import json_batches
 from schemas import topics
 
 log = logging.getLogger(__name__)
@@ -36,7 +41,7 @@ class _KafkaSink:
                     # Full queue = wait (flow control), not more memory: a million-record
                     # window goes out while the next part of it is being rendered.
                     "queue.buffering.max.messages": 1_000_000,
-                    "queue.buffering.max.kbytes": 256 * 1024,
+                    "queue.buffering.max.kbytes": 64 * 1024,
                     # A Python callback per delivered record costs more than rendering it;
                     # only failures are reported, and flush() says when the rest is in.
                     "delivery.report.only.error": True,
@@ -67,19 +72,24 @@ class _KafkaSink:
             )
 
 
-class FlowTopicSink(_KafkaSink):
+class FlowRecordProducer(_KafkaSink):
     """Publishes one JSON record per flow, keyed by interface-id."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, settings.topic(topics.FLOWS.suffix), "flowlogs-worker-flows")
 
-    def write(self, batches: Iterable[tuple[pa.Array, pa.Array]], timeout: float = 60.0) -> None:
-        """Produce (keys, records) batches, then wait until every record is acknowledged."""
-        for keys, values in batches:
-            for key, value in zip(keys.to_pylist(), values.to_pylist()):
-                self._produce(key, value)
-            self._producer.poll(0)
+    def write(self, tables: Iterable[pa.Table], timeout: float = 60.0) -> int:
+        """Produce the records of flow-record tables, then wait until every one is
+        acknowledged; returns how many were produced."""
+        produced = 0
+        for table in tables:
+            for keys, values in json_batches(table):
+                for key, value in zip(keys.to_pylist(), values.to_pylist()):
+                    self._produce(key, value)
+                self._producer.poll(0)
+                produced += len(keys)
         self._flush(timeout)
+        return produced
 
 
 class DeadLetterSink(_KafkaSink):

@@ -14,7 +14,8 @@ from agents.synthetic import SyntheticConfig, SyntheticTraffic
 from flowlogs.kafka import ensure_topics
 from pipeline.close_log import CloseLog
 from pipeline.sinks.clickhouse import ClickHouseSink
-from pipeline.sinks.topic import DeadLetterSink, FlowTopicSink
+from pipeline.sinks.flows_process import FlowTopicSink
+from pipeline.sinks.topic import DeadLetterSink
 from pipeline.store import Store
 from pipeline.worker import FlowWorker
 from schemas import frame
@@ -40,10 +41,11 @@ def test_failed_insert_is_retried_without_loss_or_duplicates(settings_factory) -
     store.start()
     acked: list[int] = []
     close_log = CloseLog(store, "frames", settings.worker.window_seconds * 10**9)
+    flows_sink = FlowTopicSink(settings)
     worker = FlowWorker(
         settings,
         store_sink=ClickHouseSink(store),
-        flows_sink=FlowTopicSink(settings),
+        flows_sink=flows_sink,
         dead_letter=DeadLetterSink(settings),
         placement={},
         close_log=close_log,
@@ -79,4 +81,5 @@ def test_failed_insert_is_retried_without_loss_or_duplicates(settings_factory) -
         assert rows[0][0] == sent
         assert rows[0][1] == worker.stats.rows_written
     finally:
+        flows_sink.stop()
         store.stop()

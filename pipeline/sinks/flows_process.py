@@ -1,0 +1,111 @@
+"""FlowTopicSink: the flows topic, written by a child process.
+
+Rendering a million JSON records and handing each to the Kafka producer costs a few
+microseconds per record of Python, under the GIL the worker's consumer and aggregation
+need. So the worker sends each batch of flow-record tables (Arrow IPC, the same tables the
+store gets) to a child process that renders and produces them, and answers once Kafka has
+acknowledged every record. The worker process keeps only a pipe end.
+
+The child is started with ``spawn`` (never fork a process that has chDB and threads open),
+exits when the pipe closes (also when the worker is killed), and is started again on the
+next write after it died; a write it did not confirm raises :class:`SinkError`, so the
+worker keeps the batch and its frames unacknowledged and writes them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+
+import orjson
+import pyarrow as pa
+
+from flowlogs.errors import FlowLogsError
+from flowlogs.settings import Settings
+from pipeline.sinks.topic import FlowRecordProducer, SinkError
+
+log = logging.getLogger(__name__)
+
+_ANSWER_GRACE_SECONDS = 30.0  # on top of the delivery timeout: rendering and IPC
+
+
+class FlowTopicSink:
+    """Publishes flow records as JSON on the flows topic, from a child process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
+
+    def _start(self) -> Connection:
+        if self._conn is not None and self._process is not None and self._process.is_alive():
+            return self._conn
+        self.stop()
+        parent, child = multiprocessing.get_context("spawn").Pipe()
+        process = multiprocessing.get_context("spawn").Process(
+            target=_serve, args=(self.settings, child), name="flowlogs-flows-producer", daemon=True
+        )
+        process.start()
+        child.close()
+        self._process, self._conn = process, parent
+        return parent
+
+    def write(self, tables: Sequence[pa.Table], timeout: float = 60.0) -> None:
+        """Produce every record of ``tables``; returns once Kafka acknowledged them all."""
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, tables[0].schema) as writer:
+            for table in tables:
+                writer.write_table(table)
+        rows = sum(t.num_rows for t in tables)
+        conn = self._start()
+        try:
+            conn.send_bytes(orjson.dumps({"timeout": timeout}))
+            conn.send_bytes(sink.getvalue())
+            if not conn.poll(timeout + _ANSWER_GRACE_SECONDS):
+                raise SinkError(f"the flows-topic producer process did not confirm {rows} records within {timeout:.0f} s")
+            answer = orjson.loads(conn.recv_bytes())
+        except (OSError, EOFError) as exc:
+            self.stop()
+            raise SinkError(f"the flows-topic producer process is gone ({exc!r}); it is restarted on the next write") from exc
+        except SinkError:
+            self.stop()
+            raise
+        if "error" in answer:
+            raise SinkError(answer["error"])
+        if answer["rows"] != rows:
+            raise SinkError(f"the flows-topic producer confirmed {answer['rows']} of {rows} records")
+
+    def stop(self) -> None:
+        """Close the pipe; the child flushes what it holds and exits."""
+        conn, process = self._conn, self._process
+        self._conn = self._process = None
+        if conn is not None:
+            conn.close()
+        if process is not None:
+            process.join(10)
+            if process.is_alive():
+                process.terminate()
+                process.join(5)
+
+
+def _serve(settings: Settings, conn: Connection) -> None:
+    """The child: (options, Arrow IPC stream) requests in, one JSON answer per request out."""
+    producer = FlowRecordProducer(settings)
+    while True:
+        try:
+            options = orjson.loads(conn.recv_bytes())
+            data = conn.recv_bytes()
+        except EOFError:
+            return  # the worker closed the pipe or died
+        try:
+            tables = [pa.Table.from_batches([b]) for b in pa.ipc.open_stream(data)]
+            answer = {"rows": producer.write(tables, timeout=float(options["timeout"]))}
+        except (FlowLogsError, pa.ArrowInvalid) as exc:
+            answer = {"error": str(exc)}
+        conn.send_bytes(orjson.dumps(answer))
