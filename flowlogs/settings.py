@@ -86,7 +86,12 @@ class StoreSettings(_Section):
 class WorkerSettings(_Section):
     app_id: str = "flowlogs-worker"
     window_seconds: int = Field(60, ge=5, le=600, description="flow aggregation window (AWS: 60 or 600)")
-    allowed_lateness_seconds: float = Field(5.0, ge=0, description="how long a window waits for late packets")
+    allowed_lateness_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="how long a window waits for late packets; live agents deliver frames ≤ ~1.1 s old"
+        " (agent.frame_seconds + linger), and their heartbeats must come at least this often",
+    )
     idle_close_seconds: float = Field(
         10.0, gt=0, description="close a partition's windows when no frame arrived for this long"
     )
@@ -109,7 +114,10 @@ class AgentSettings(_Section):
     )
     delivery_timeout_seconds: float = Field(30.0, gt=0, description="a frame Kafka has not taken by then counts as dropped")
     heartbeat_seconds: float = Field(
-        5.0, gt=0, description="capture time between heartbeats: ENIs watched with no traffic get NODATA records"
+        1.0,
+        gt=0,
+        description="capture time between heartbeats: ENIs watched with no traffic get NODATA records;"
+        " keep it below the workers' allowed lateness, or a heartbeat comes after its window closed",
     )
     metrics_port: int | None = Field(None, ge=0, lt=65536, description="serve Prometheus metrics on this port (0 = any free one)")
     metrics_host: str = "127.0.0.1"
