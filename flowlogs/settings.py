@@ -95,7 +95,6 @@ class WorkerSettings(_Section):
     idle_close_seconds: float = Field(
         10.0, gt=0, description="close a partition's windows when no frame arrived for this long"
     )
-    batch_packets: int = Field(524_288, ge=1, description="aggregate once this many packets are staged")
     api_host: str = "127.0.0.1"
     api_port: int = Field(6066, ge=0, le=65535)
     inventory: Path | None = Field(None, description="inventory YAML/JSON for vpc-id/subnet-id")

@@ -1,11 +1,8 @@
-"""Vectorised flow aggregation: packets → per-(window, ENI, 5-tuple, direction) counters.
+"""Flow keys and flow counters: what a flow is, per (window, ENI, 5-tuple, direction).
 
-No Python loop runs per packet or per flow here. A batch of packets becomes six uint64 key
-columns (stored column-major: each column contiguous, which makes building, hashing and
-gathering them several times cheaper than a row-major matrix); rows are grouped by
-sorting a 64-bit hash of the key, then checked against the full key (a hash collision
-falls back to an exact lexicographic sort, so grouping is always exact); counters are
-reduced with ``ufunc.reduceat``.
+A batch of packets becomes six uint64 key columns (stored column-major: each column
+contiguous, which makes building, hashing and gathering them cheap); ``FlowAggregate`` is
+the counters of distinct keys. ``pipeline.flow_table`` counts packets into them.
 """
 
 from __future__ import annotations
@@ -77,17 +74,6 @@ class FlowAggregate(NamedTuple):
         return FlowAggregate(self.keys[:, mask], *(col[mask] for col in self[1:]))
 
 
-def empty() -> FlowAggregate:
-    return FlowAggregate(
-        np.empty((KEY_WIDTH, 0), np.uint64),
-        np.empty(0, np.uint64),
-        np.empty(0, np.uint64),
-        np.empty(0, np.uint64),
-        np.empty(0, np.uint64),
-        np.empty(0, np.uint8),
-    )
-
-
 def markers(window: np.ndarray, eni: np.ndarray, window_ns: int) -> FlowAggregate:
     """Zero-traffic rows for (window, ENI) pairs: the carriers of NODATA/SKIPDATA records."""
     n = window.size
@@ -135,73 +121,6 @@ def flow_keys(packets: Packets, eni_index: np.ndarray, window_ns: int) -> np.nda
     return keys
 
 
-def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(order, starts): ``keys[order]`` puts equal rows together; groups begin at ``starts``."""
-    h = hash_rows(keys)
-    order = np.argsort(h)
-    hs = np.take(h, order)
-    same_hash = hs[1:] == hs[:-1]
-    starts = np.flatnonzero(np.concatenate(([True], ~same_hash)))
-    # Neighbours with equal hashes must have equal keys; otherwise two keys collided.
-    differs = np.zeros(len(same_hash), dtype=bool)
-    for column in keys:
-        sorted_column = np.take(column, order)
-        differs |= sorted_column[1:] != sorted_column[:-1]
-    if (differs & same_hash).any():
-        order = np.lexsort(keys[::-1])
-        differs[:] = False
-        for column in keys:
-            sorted_column = np.take(column, order)
-            differs |= sorted_column[1:] != sorted_column[:-1]
-        starts = np.flatnonzero(np.concatenate(([True], differs)))
-    return order, starts
-
-
-def _reduce(
-    keys: np.ndarray,
-    packets: np.ndarray | None,
-    byte_counts: np.ndarray,
-    first_ns: np.ndarray,
-    last_ns: np.ndarray,
-    tcp_flags: np.ndarray,
-) -> FlowAggregate:
-    n = keys.shape[1]
-    if n == 0:
-        return empty()
-    order, starts = _group(keys)
-    if packets is None:
-        counts = np.diff(np.append(starts, n)).astype(np.uint64)
-    else:
-        counts = np.add.reduceat(np.take(packets, order), starts)
-    first_of_group = np.take(order, starts)
-    return FlowAggregate(
-        keys=np.take(keys, first_of_group, axis=1),
-        packets=counts,
-        bytes=np.add.reduceat(np.take(byte_counts, order).astype(np.uint64, copy=False), starts),
-        first_ns=np.minimum.reduceat(np.take(first_ns, order), starts),
-        last_ns=np.maximum.reduceat(np.take(last_ns, order), starts),
-        tcp_flags=np.bitwise_or.reduceat(np.take(tcp_flags, order), starts),
-    )
-
-
-def aggregate_packets(packets: Packets, eni_index: np.ndarray, window_ns: int) -> FlowAggregate:
-    """Group a packet batch into flows."""
-    keys = flow_keys(packets, eni_index, window_ns)
-    return _reduce(keys, None, packets.ip_length, packets.capture_time_ns, packets.capture_time_ns, packets.tcp_flags)
-
-
 def concatenate(parts: list[FlowAggregate]) -> FlowAggregate:
     """Join aggregates whose keys are known to be disjoint (no regrouping)."""
     return FlowAggregate(np.concatenate([p.keys for p in parts], axis=1), *(np.concatenate(c) for c in zip(*(p[1:] for p in parts))))
-
-
-def merge(parts: list[FlowAggregate]) -> FlowAggregate:
-    """Combine partial aggregates into one with unique keys."""
-    parts = [p for p in parts if p.size]
-    if not parts:
-        return empty()
-    if len(parts) == 1:
-        return parts[0]
-    keys = np.concatenate([p.keys for p in parts], axis=1)
-    cols = [np.concatenate(c) for c in zip(*(p[1:] for p in parts))]
-    return _reduce(keys, *cols)

@@ -1,7 +1,8 @@
 """Event-time tumbling windows, owned by the worker (not a Faust windowed table).
 
-Each Kafka partition has its own :class:`PartitionWindows`: packets are staged, aggregated
-in large vectorised batches, and kept as partial aggregates until their window closes.
+Each Kafka partition has its own :class:`PartitionWindows`: every frame's packets are
+counted into the partition's :class:`FlowTable` as the frame arrives, and a flow's counters
+stay there until its window closes.
 A window closes when the partition's watermark (the newest capture time seen) passes the
 window's end plus the allowed lateness, or when the partition has been idle for a while.
 
@@ -37,11 +38,10 @@ import numpy as np
 
 from pipeline import aggregate
 from pipeline.aggregate import FlowAggregate, window_eni_codes
-from schemas.frame import FLAG_HEARTBEAT, Frame, Packets, concatenate
+from pipeline.flow_table import FlowTable
+from schemas.frame import FLAG_HEARTBEAT, Frame
 
 log = logging.getLogger(__name__)
-
-_COMPACT_MIN_ROWS = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,21 +82,15 @@ class WindowStats:
 class PartitionWindows:
     """Open windows of one partition."""
 
-    def __init__(self, partition: int, window_ns: int, lateness_ns: int, batch_packets: int) -> None:
+    def __init__(self, partition: int, window_ns: int, lateness_ns: int) -> None:
         self.partition = partition
         self.window_ns = window_ns
         self.lateness_ns = lateness_ns
-        self.batch_packets = batch_packets
         self.watermark_ns = 0
         self.closed_through = -1  # highest window index already closed
         self.open_windows: set[int] = set()
         self.last_arrival = time.monotonic()
-        self._staged: list[tuple[Packets, np.ndarray]] = []
-        self._staged_messages: list[Any] = []
-        self._staged_packets = 0
-        self._parts: list[FlowAggregate] = []
-        self._part_rows = 0
-        self._compacted = aggregate.empty()
+        self._flows = FlowTable()
         # (message, newest window it fed), oldest first
         self._messages: deque[tuple[Any, int]] = deque()
         # (agent id, agent run, ENI index) → (next expected sequence, newest capture time seen)
@@ -181,34 +175,10 @@ class PartitionWindows:
                 " they are emitted as separate records (log-status LATE) with the next close",
                 self.partition, late, decoded.agent_id, decoded.sequence,
             )
-        self._staged.append((decoded.packets, eni_index))
-        self._staged_messages.append(message)
+        self._flows.add_packets(decoded.packets, eni_index, self.window_ns)
+        # The packets are counted; the frame's bytes are no longer needed, only its offset.
+        message.value = None
         self._messages.append((message, max(last_w, newest)))
-        self._staged_packets += decoded.packet_count
-        if self._staged_packets >= self.batch_packets:
-            self.aggregate_staged()
-
-    def aggregate_staged(self) -> None:
-        if not self._staged:
-            return
-        packets = concatenate([p for p, _ in self._staged])
-        eni_index = np.concatenate([e for _, e in self._staged])
-        part = aggregate.aggregate_packets(packets, eni_index, self.window_ns)
-        for message in self._staged_messages:
-            # The columns are aggregated; the frame's bytes are no longer needed, only its offset.
-            message.value = None
-        self._staged.clear()
-        self._staged_messages.clear()
-        self._staged_packets = 0
-        self._parts.append(part)
-        self._part_rows += part.size
-        if self._part_rows >= max(2 * self._compacted.size, _COMPACT_MIN_ROWS):
-            self._compact()
-
-    def _compact(self) -> None:
-        self._compacted = aggregate.merge([self._compacted, *self._parts])
-        self._parts.clear()
-        self._part_rows = 0
 
     def close_target(self, idle_seconds: float, now: float, caught_up: bool) -> int | None:
         """Highest window index that may close now, or None.
@@ -232,12 +202,7 @@ class PartitionWindows:
     def close(self, target: int) -> ClosedWindows:
         """Remove and return every flow of windows ≤ target."""
         late_through = self.closed_through
-        self.aggregate_staged()
-        self._compact()
-        merged = self._compacted
-        done = merged.window <= np.uint64(target) if target >= 0 else np.zeros(merged.size, bool)
-        flows = merged.select(done)
-        self._compacted = merged.select(~done)
+        flows = self._flows.take(target)
         skipped = self._take_codes(self._skipped, target)
         observed = self._take_codes(self._observed, target)
         # One record for each (window, ENI) that has no flows: packets lost (SKIPDATA), or
@@ -296,11 +261,10 @@ class EniRegistry:
 class FlowWindows:
     """All partitions' windows in one worker, plus the shared ENI registry."""
 
-    def __init__(self, *, window_seconds: int, lateness_seconds: float, idle_seconds: float, batch_packets: int) -> None:
+    def __init__(self, *, window_seconds: int, lateness_seconds: float, idle_seconds: float) -> None:
         self.window_ns = int(window_seconds * 1_000_000_000)
         self.lateness_ns = int(lateness_seconds * 1_000_000_000)
         self.idle_seconds = idle_seconds
-        self.batch_packets = batch_packets
         self.enis = EniRegistry()
         self.stats = WindowStats()
         self._partitions: dict[int, PartitionWindows] = {}
@@ -308,9 +272,7 @@ class FlowWindows:
     def partition(self, partition: int) -> PartitionWindows:
         state = self._partitions.get(partition)
         if state is None:
-            state = self._partitions[partition] = PartitionWindows(
-                partition, self.window_ns, self.lateness_ns, self.batch_packets
-            )
+            state = self._partitions[partition] = PartitionWindows(partition, self.window_ns, self.lateness_ns)
         return state
 
     def add(self, partition: int, decoded: Frame, message: Any) -> None:

@@ -79,7 +79,6 @@ class FlowWorker:
             window_seconds=cfg.window_seconds,
             lateness_seconds=cfg.allowed_lateness_seconds,
             idle_seconds=cfg.idle_close_seconds,
-            batch_packets=cfg.batch_packets,
         )
         self.builder = FlowRecordBuilder(self.windows.enis.ids, placement, self.windows.window_ns)
         self.store_sink = store_sink

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from agents.synthetic import SyntheticConfig, SyntheticTraffic
-from pipeline import aggregate
+from pipeline import aggregate, flow_table
+from pipeline.flow_table import FlowTable, aggregate_packets
 from pipeline.records import FlowRecordBuilder
 from schemas.frame import concatenate
 from tests import reference
@@ -13,7 +14,7 @@ WINDOW_S = 5
 def _vectorised(batches, window_seconds: int = WINDOW_S) -> dict:
     eni_ids = batches[0][0]
     packets = concatenate([p for _, p in batches])
-    flows = aggregate.aggregate_packets(packets, packets.eni.astype(np.uint32), window_seconds * 10**9)
+    flows = aggregate_packets(packets, packets.eni.astype(np.uint32), window_seconds * 10**9)
     builder = FlowRecordBuilder(list(eni_ids), {}, window_seconds * 10**9)
     cols = builder.columns(flows)
     out = {}
@@ -38,30 +39,55 @@ def test_matches_reference_across_windows_and_enis() -> None:
     assert _vectorised(batches) == reference.aggregate(batches, WINDOW_S)
 
 
-def test_exact_even_when_every_hash_collides(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_close_order_is_exact_even_when_every_hash_collides(monkeypatch: pytest.MonkeyPatch) -> None:
     batches = _traffic(enis=3, flows=500, rate=10_000, duration=6)
-    monkeypatch.setattr(aggregate, "hash_rows", lambda keys: np.zeros(keys.shape[1], np.uint64))
+    monkeypatch.setattr(flow_table, "hash_rows", lambda keys: np.zeros(keys.shape[1], np.uint64))
     assert _vectorised(batches) == reference.aggregate(batches, WINDOW_S)
-
-
-def test_merge_of_partials_equals_one_pass() -> None:
-    batches = _traffic(enis=2, flows=800, rate=20_000, duration=4)
-    parts = [aggregate.aggregate_packets(p, p.eni.astype(np.uint32), WINDOW_S * 10**9) for _, p in batches]
-    merged = aggregate.merge(parts)
     whole = concatenate([p for _, p in batches])
-    one = aggregate.aggregate_packets(whole, whole.eni.astype(np.uint32), WINDOW_S * 10**9)
-    order_m = np.lexsort(merged.keys[::-1])
-    order_o = np.lexsort(one.keys[::-1])
-    np.testing.assert_array_equal(merged.keys[:, order_m], one.keys[:, order_o])
-    for a, b in zip(merged[1:], one[1:]):
-        np.testing.assert_array_equal(a[order_m], b[order_o])
+    flows = aggregate_packets(whole, whole.eni.astype(np.uint32), WINDOW_S * 10**9)
+    assert (np.lexsort(flows.keys[::-1]) == np.arange(flows.size)).all()  # ties broken by key
+
+
+def _by_key(flows) -> list:
+    order = np.lexsort(flows.keys[::-1])
+    return [flows.keys[:, order], *(c[order] for c in flows[1:])]
+
+
+def test_table_fed_frame_by_frame_and_closed_window_by_window_equals_one_pass() -> None:
+    batches = _traffic(enis=2, flows=20_000, rate=200_000, duration=12)  # grows the table many times
+    table = FlowTable()
+    closed = []
+    for i, (_, p) in enumerate(batches):
+        table.add_packets(p, p.eni.astype(np.uint32), WINDOW_S * 10**9)
+        if i % 5 == 4:  # close what is older than the newest packet's window
+            closed.append(table.take(int(p.capture_time_ns.max()) // (WINDOW_S * 10**9) - 1))
+    closed.append(table.take((1 << 48) - 1))
+    assert table.size == 0
+    whole = concatenate([p for _, p in batches])
+    one = aggregate_packets(whole, whole.eni.astype(np.uint32), WINDOW_S * 10**9)
+    merged = aggregate.concatenate(closed)
+    assert merged.size == one.size  # no flow split between two closes
+    for a, b in zip(_by_key(merged), _by_key(one)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_same_flows_come_out_in_the_same_order_whatever_the_arrival_order() -> None:
+    batches = _traffic(enis=2, flows=3000, rate=40_000, duration=4)
+    forward, backward = FlowTable(), FlowTable()
+    for _, p in batches:
+        forward.add_packets(p, p.eni.astype(np.uint32), WINDOW_S * 10**9)
+    for _, p in reversed(batches):
+        backward.add_packets(p, p.eni.astype(np.uint32), WINDOW_S * 10**9)
+    a, b = forward.take((1 << 48) - 1), backward.take((1 << 48) - 1)
+    np.testing.assert_array_equal(a.keys, b.keys)
+    np.testing.assert_array_equal(a.packets, b.packets)
 
 
 def test_flow_id_is_stable_across_eni_numbering() -> None:
     batches = _traffic(enis=3, flows=50, rate=5_000, duration=1)
     packets = concatenate([p for _, p in batches])
     eni_ids = list(batches[0][0])
-    flows = aggregate.aggregate_packets(packets, packets.eni.astype(np.uint32), WINDOW_S * 10**9)
+    flows = aggregate_packets(packets, packets.eni.astype(np.uint32), WINDOW_S * 10**9)
     ids_a = FlowRecordBuilder(eni_ids, {}, WINDOW_S * 10**9).columns(flows)["flow_id"]
     # Same flows, ENIs numbered in reverse by another worker process.
     renumbered = flows._replace(keys=flows.keys.copy())

@@ -9,7 +9,7 @@ import orjson
 
 from agents.synthetic import SyntheticConfig, SyntheticTraffic
 from flowlogs.settings import Settings
-from pipeline import aggregate
+from pipeline.flow_table import aggregate_packets
 from pipeline.records import FlowRecordBuilder, json_records
 from pipeline.store import Store
 from schemas import flow_record, generate
@@ -36,7 +36,7 @@ def test_ddl_creates_exactly_the_defined_columns(tmp_path: Path) -> None:
 def _sample_flows():
     cfg = SyntheticConfig(enis=3, flows=200, rate=5_000, duration=2, pace=False, start_ns=1_700_000_000 * 10**9)
     batch = next(SyntheticTraffic(cfg).batches())
-    flows = aggregate.aggregate_packets(batch.packets, batch.packets.eni.astype(np.uint32), 60 * 10**9)
+    flows = aggregate_packets(batch.packets, batch.packets.eni.astype(np.uint32), 60 * 10**9)
     return list(batch.eni_ids), flows
 
 

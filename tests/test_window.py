@@ -41,7 +41,7 @@ def _frame(times_s: list[float], eni: str = "eni-a", *, sequence: int | None = N
 
 
 def _windows(idle: float = 1000.0) -> FlowWindows:
-    return FlowWindows(window_seconds=10, lateness_seconds=2, idle_seconds=idle, batch_packets=1000)
+    return FlowWindows(window_seconds=10, lateness_seconds=2, idle_seconds=idle)
 
 
 def test_window_closes_only_after_watermark_passes_end_plus_lateness() -> None:
@@ -104,7 +104,6 @@ def test_frame_bytes_are_released_once_aggregated() -> None:
     w = _windows()
     m = Msg(b"payload", 0)
     w.add(0, _frame([1]), m)
-    w.partition(0).aggregate_staged()
     assert m.value is None
 
 
