@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from flowlogs.errors import FlowLogsError, interrupt
+from flowlogs.errors import ConfigError, FlowLogsError, interrupt
 from flowlogs.output import print_table
 from flowlogs.settings import Settings, load_settings
 
@@ -228,6 +228,67 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    from pipeline import rules_topic
+    from schemas.rules import load_rules
+
+    settings = _settings(args)
+    if args.action == "show":
+        current = rules_topic.published(settings)
+        if current is None:
+            console.print("no rule set published: workers run the one of worker.rules, or accept everything")
+            return 0
+        sys.stdout.buffer.write(current.to_json_bytes() + b"\n")
+        return 0
+    if args.file is None:
+        raise ConfigError("`flowlogs rules apply` needs the rule-set FILE")
+    rules = load_rules(args.file)
+    summary = (
+        f"{len(rules.security_groups)} security groups, {len(rules.bindings)} bindings,"
+        f" {len(rules.network_acls)} network ACLs, {len(rules.address_sets)} address sets"
+    )
+    if args.dry_run:
+        console.print(f"{args.file} is valid: {summary}")
+        return 0
+    chosen = rules_topic.publish(settings, rules)
+    console.print(f"published rule set version {chosen.version} ({summary}); workers take it within seconds")
+    return 0
+
+
+def cmd_whatif(args: argparse.Namespace) -> int:
+    from pipeline.export import parse_time
+    from pipeline.query import open_reader
+    from pipeline.whatif import what_if
+    from schemas.inventory import Inventory, load_inventory
+    from schemas.rules import load_rules
+
+    settings = _settings(args)
+    now = time.time()
+    since = parse_time(args.since, option="--since", now=now)
+    until = parse_time(args.until, option="--until", now=now) if args.until else int(now)
+    inventory_path = args.inventory or settings.worker.inventory
+    inventory = load_inventory(inventory_path) if inventory_path else Inventory()
+    rules = load_rules(args.rules)
+    with open_reader(settings) as read:
+        report = what_if(read, rules, inventory, since, until, examples=args.top)
+    if args.format == "json":
+        print(json.dumps(report.as_dict(), default=str))
+        return 0
+    console.print(
+        f"{report.flows:,} stored flows evaluated; {report.changed_flows:,} would change"
+        f" ({report.changed_action:,} of them ACCEPT ↔ REJECT)"
+    )
+    if report.changes:
+        print_table(
+            ["interface-id", "action", "rule-id", "→ action", "→ rule-id", "flows", "packets", "bytes"],
+            [[c.interface_id, c.action, c.rule_id, c.new_action, c.new_rule_id, c.flows, c.packets, c.bytes] for c in report.changes],
+        )
+    if report.examples:
+        columns = list(report.examples[0])
+        print_table(columns, [[e[c] for c in columns] for e in report.examples])
+    return 0
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     from schemas import generate
 
@@ -305,6 +366,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--interface", metavar="ENI", help="only this ENI's records")
     e.add_argument("--account-id", help="account-id of tencent/aws lines (default: the export.account_id setting, else '-')")
     e.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("rules", help="validate and publish a security-group / network-ACL rule set, or show the one in force")
+    r.add_argument("action", choices=["apply", "show"])
+    r.add_argument("file", nargs="?", type=Path, metavar="FILE", help="rule set YAML/JSON (schemas/rules.py)")
+    r.add_argument("--dry-run", action="store_true", help="validate only")
+    r.set_defaults(func=cmd_rules)
+
+    wi = sub.add_parser("whatif", help="replay stored flows through a proposed rule set; report changed verdicts")
+    wi.add_argument("--rules", required=True, type=Path, metavar="FILE", help="the proposed rule set")
+    wi.add_argument("--since", required=True, help="windows starting at or after: an age (30m, 24h) or an ISO time")
+    wi.add_argument("--until", help="windows starting before this (default: now)")
+    wi.add_argument("--inventory", type=Path, help="inventory (default: the worker.inventory setting)")
+    wi.add_argument("--top", type=int, default=20, help="examples to show (biggest by bytes)")
+    wi.add_argument("--format", choices=["table", "json"], default="table")
+    wi.set_defaults(func=cmd_whatif)
 
     s = sub.add_parser("schemas", help="check or rewrite schemas/generated from the definitions")
     s.add_argument("--write", action="store_true")

@@ -42,6 +42,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
         topics.FRAMES: {"retention.ms": str(retention_ms), "max.message.bytes": str(8 * 1024 * 1024)},
         topics.FLOWS: {},
         topics.DEAD_LETTER: {"max.message.bytes": str(8 * 1024 * 1024)},
+        topics.RULES: {"cleanup.policy": "compact", "max.message.bytes": str(8 * 1024 * 1024)},
     }
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
@@ -50,7 +51,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     new = [
         NewTopic(
             spec.name(settings.kafka.topic_prefix),
-            num_partitions=settings.kafka.partitions,
+            # One rule set, in order: one partition.
+            num_partitions=1 if spec.compacted else settings.kafka.partitions,
             replication_factor=settings.kafka.replication_factor,
             config=config,
         )

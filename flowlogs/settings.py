@@ -97,7 +97,13 @@ class WorkerSettings(_Section):
     )
     api_host: str = "127.0.0.1"
     api_port: int = Field(6066, ge=0, le=65535)
-    inventory: Path | None = Field(None, description="inventory YAML/JSON for vpc-id/subnet-id")
+    inventory: Path | None = Field(None, description="inventory YAML/JSON: vpc-id/subnet-id, subnets and ENI IPs for verdicts")
+    rules: Path | None = Field(
+        None, description="rule set YAML/JSON in force at start; `flowlogs rules apply` publishes newer ones"
+    )
+    record_filter: Literal["ALL", "ACCEPT", "REJECT"] = Field(
+        "ALL", description="store and publish only the records with this action (NODATA/SKIPDATA rows always)"
+    )
 
 
 class AgentSettings(_Section):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
@@ -21,10 +22,15 @@ from flowlogs.errors import FlowLogsError
 from flowlogs.kafka import bootstrap_servers
 from flowlogs.settings import Settings
 from pipeline import store_client
+from pipeline.export import parse_time
+from pipeline.query import Reader
+from pipeline.rules_topic import RulesFollower
 from pipeline.store import Store
 from pipeline.store_client import OwnerApiStore
+from pipeline.whatif import what_if
 from pipeline.worker import FlowWorker
 from schemas import topics, window_closes
+from schemas.rules import parse_rules
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +52,7 @@ def _faust_broker(settings: Settings) -> tuple[str, dict[str, Any]]:
     return url, extra
 
 
-def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiStore) -> faust.App:
+def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiStore, rules: RulesFollower) -> faust.App:
     cfg = settings.worker
     url, extra = _faust_broker(settings)
     # Frames wait unacknowledged for a window plus lateness; don't call that a livelock.
@@ -95,6 +101,7 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
 
     @app.timer(TICK_SECONDS)
     async def close_due_windows() -> None:
+        await worker.offer_rules(rules.latest())
         await worker.tick()
 
     @app.on_before_shutdown.connect
@@ -135,6 +142,25 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
                 return self.json({"error": str(exc)}, status=400)
             return self.json({"columns": columns, "rows": [[_jsonable(v) for v in r] for r in rows]})
 
+    @app.page("/whatif")
+    class WhatIf(View):
+        async def post(self, request: Request) -> Response:
+            body = await request.json()
+            if not isinstance(body, dict) or not isinstance(body.get("rules"), dict) or "since" not in body:
+                return self.json({"error": 'POST {"rules": {rule set}, "since": "24h", "until": optional}'}, status=400)
+            try:
+                now = time.time()
+                since = parse_time(str(body["since"]), option="since", now=now)
+                until = parse_time(str(body["until"]), option="until", now=now) if body.get("until") else int(now)
+                rules = parse_rules(body["rules"], "the request's rules")
+                report = await asyncio.to_thread(
+                    what_if, _read_only(store), rules, worker.rulebook.inventory, since, until,
+                    examples=int(body.get("top", 20)),
+                )
+            except FlowLogsError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            return self.json(report.as_dict())
+
     # Writes of the other workers of this group on this machine (pipeline/store_client.py).
     @app.page(store_client.FLOWS_PATH)
     class StoreFlows(View):
@@ -160,6 +186,14 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
             return self.json({"rows": len(body["rows"])})
 
     return app
+
+
+def _read_only(store: Store | OwnerApiStore) -> Reader:
+    def read(sql: str) -> tuple[list[str], list[list[Any]]]:
+        columns, rows = store.query(sql, readonly=True)
+        return columns, [list(r) for r in rows]
+
+    return read
 
 
 def _jsonable(value: Any) -> Any:

@@ -19,7 +19,10 @@ from pipeline import json_render
 from pipeline.aggregate import FlowAggregate, hash_rows, window_eni_codes
 from schemas import flow_record
 from schemas.flow_record import FLOW_FIELDS, FlowField
+from pipeline.rulebook import RuleBook
 from schemas.frame import is_ipv4_mapped
+from schemas.inventory import Inventory
+from schemas.rules import LAYERS, NO_RULE
 
 _NS = np.uint64(1_000_000_000)
 _UNKNOWN = "-"
@@ -60,9 +63,16 @@ class FlowRecordBuilder:
     know get ``-`` (AWS's spelling of "not available").
     """
 
-    def __init__(self, eni_ids: list[str], placement: Mapping[str, tuple[str, str]], window_ns: int) -> None:
+    def __init__(
+        self,
+        eni_ids: list[str],
+        placement: Mapping[str, tuple[str, str]],
+        window_ns: int,
+        rulebook: RuleBook | None = None,
+    ) -> None:
         self._eni_ids = eni_ids  # shared with the EniRegistry: grows as ENIs appear
         self._placement = placement
+        self.rulebook = rulebook or RuleBook(Inventory(), eni_ids)
         self._window_ns = np.uint64(window_ns)
         self._eni_hash: list[int] = []
 
@@ -75,12 +85,12 @@ class FlowRecordBuilder:
         self,
         flows: FlowAggregate,
         *,
-        action: str = "ACCEPT",
         skipped: np.ndarray | None = None,
         nodata: np.ndarray | None = None,
         late_through: int = -1,
     ) -> dict[str, np.ndarray]:
-        """Record fields as numpy columns (strings as small-int codes plus dictionaries).
+        """Record fields as numpy columns (strings as small-int codes plus dictionaries), with
+        the verdicts of the rule set in force.
 
         Flows of windows ≤ ``late_through`` (closed before) are LATE; rows of the
         (window, ENI) pairs in ``skipped`` / ``nodata`` (``window_eni_codes``) get SKIPDATA /
@@ -98,12 +108,24 @@ class FlowRecordBuilder:
         stable = flows.keys.copy()
         stable[4] = (stable[4] & np.uint64(0xFFFFFFFF)) ^ self._eni_hashes()[eni]
         src = flows.address("src")
+        dst = flows.address("dst")
+        verdicts = self.rulebook.evaluate(
+            eni, flows.direction, src, dst, flows.src_port, flows.dst_port, flows.protocol, flows.tcp_flags
+        )
+        action = verdicts.action.astype(np.int32) - 1  # Enum8 codes count from 1
+        layer = verdicts.layer.astype(np.int32) - 1
+        rule = verdicts.rule.astype(np.int32)
+        # Zero-traffic rows (NODATA/SKIPDATA) carry no flow to judge.
+        markers = flows.packets == 0
+        action[markers] = flow_record.ACTIONS.index("ACCEPT")
+        layer[markers] = LAYERS.index("default")
+        rule[markers] = verdicts.rule_ids.index(NO_RULE)
         return {
             "version": np.full(n, flow_record.RECORD_VERSION, np.uint8),
             "flow_id": hash_rows(stable),
             "eni": eni,
             "srcaddr": src,
-            "dstaddr": flows.address("dst"),
+            "dstaddr": dst,
             "srcport": flows.src_port,
             "dstport": flows.dst_port,
             "protocol": flows.protocol,
@@ -112,12 +134,23 @@ class FlowRecordBuilder:
             "start": (flows.first_ns // _NS).astype(np.uint32),
             "end": (flows.last_ns // _NS).astype(np.uint32),
             "window_start": (flows.window * self._window_ns // _NS).astype(np.uint32),
-            "action": np.full(n, flow_record.ACTIONS.index(action), np.int32),
+            "action": action,
+            "rule_layer": layer,
+            "rule_id": rule,
+            "rule_id_values": np.array(verdicts.rule_ids, dtype=object),
+            "rule_set_version": np.full(n, verdicts.version, np.uint32),
             "log_status": status,
             "tcp_flags": flows.tcp_flags,
             "flow_direction": flows.direction.astype(np.int32),
             "type": np.where(is_ipv4_mapped(src), 0, 1).astype(np.int32),
         }
+
+    @staticmethod
+    def only_action(cols: dict[str, np.ndarray], action: str) -> dict[str, np.ndarray]:
+        """The records whose action is ``action``, and the NODATA/SKIPDATA rows (a flow
+        log's filter: AWS's ``traffic-type`` ACCEPT or REJECT)."""
+        keep = (cols["action"] == flow_record.ACTIONS.index(action)) | (cols["packets"] == 0)
+        return {name: col if name == "rule_id_values" else col[keep] for name, col in cols.items()}
 
     def _placement_columns(self, eni: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array]:
         names = self._eni_ids
@@ -131,6 +164,8 @@ class FlowRecordBuilder:
         interface, vpc, subnet = self._placement_columns(cols["eni"])
         enums = {
             "action": flow_record.ACTIONS,
+            "rule_layer": LAYERS,
+            "rule_id": tuple(cols["rule_id_values"]),
             "log_status": flow_record.LOG_STATUSES,
             "flow_direction": flow_record.DIRECTIONS,
             "type": flow_record.TYPES,

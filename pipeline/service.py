@@ -11,12 +11,13 @@ from flowlogs.settings import Settings
 from pipeline.app import create_app
 from pipeline.close_log import CloseLog
 from pipeline.sinks.clickhouse import ClickHouseSink
+from pipeline.rules_topic import RulesFollower
 from pipeline.sinks.flows_process import FlowTopicSink
 from pipeline.sinks.topic import DeadLetterSink
 from pipeline.store_client import open_store
 from pipeline.worker import FlowWorker
 from schemas import topics
-from schemas.inventory import load_inventory
+from schemas.inventory import Inventory, load_inventory
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +28,30 @@ def api_url(settings: Settings) -> str:
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run until SIGINT/SIGTERM; open windows are written and committed before exit."""
-    placement = load_inventory(settings.worker.inventory).placement() if settings.worker.inventory else {}
+    inventory = load_inventory(settings.worker.inventory) if settings.worker.inventory else Inventory()
     ensure_topics(settings)
     store = open_store(settings, api_url(settings))
     flows_sink = FlowTopicSink(settings)
+    rules = RulesFollower(settings).start()
     try:
+        if not rules.wait_caught_up(30):
+            log.warning("the rules topic %s was not read to its end within 30 s; starting with the rules file", rules.topic)
         close_log = CloseLog(store, settings.topic(topics.FRAMES.suffix), settings.worker.window_seconds * 1_000_000_000)
         worker = FlowWorker(
             settings,
             store_sink=ClickHouseSink(store),
             flows_sink=flows_sink,
             dead_letter=DeadLetterSink(settings),
-            placement=placement,
+            inventory=inventory,
             close_log=close_log,
         )
-        app = create_app(settings, worker, store)
+        latest = rules.latest()
+        if latest is not None:
+            worker.rulebook.offer(latest, "the rules topic")
+        app = create_app(settings, worker, store, rules)
         log.info("worker API on %s, store: %s", api_url(settings), store.describe())
         faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
     finally:
+        rules.stop()
         flows_sink.stop()
         store.stop()

@@ -133,6 +133,7 @@ class Store:
         ttl = retention_days(self.settings.store)
         self.command(f"CREATE DATABASE IF NOT EXISTS {db}")
         self.command(flow_record.create_table_ddl(f"{db}.{flow_record.FLOWS_TABLE}", ttl[flow_record.FLOWS_TABLE]))
+        self._add_new_columns(db)
         self._apply_ttl(db, flow_record.FLOWS_TABLE, "window_start", ttl[flow_record.FLOWS_TABLE])
         for rollup in rollups.ROLLUPS:
             is_new = not self._table_exists(db, rollup.table)
@@ -143,6 +144,24 @@ class Store:
             self._apply_ttl(db, rollup.table, rollups.BUCKET, ttl[rollup.table])
         self.command(window_closes.create_table_ddl(f"{db}.{window_closes.TABLE}"))
         self._client.database = db  # unqualified names in queries mean the flows database
+
+    def _add_new_columns(self, db: str) -> None:
+        """Fields added to the flow record since the table was created become columns
+        (rows stored before get the type's default: 0, '' or the first enum value)."""
+        _, rows = self.query(
+            "SELECT name FROM system.columns WHERE database = {db:String} AND table = {table:String}",
+            {"db": db, "table": flow_record.FLOWS_TABLE},
+        )
+        present = {r[0] for r in rows}
+        previous = None
+        for f in flow_record.FLOW_FIELDS:
+            if f.column not in present:
+                log.info("adding column %s to %s.%s", f.column, db, flow_record.FLOWS_TABLE)
+                self.command(
+                    f"ALTER TABLE {db}.{flow_record.FLOWS_TABLE} ADD COLUMN IF NOT EXISTS {flow_record.column_ddl(f)}"
+                    + (f" AFTER `{previous}`" if previous else " FIRST")
+                )
+            previous = f.column
 
     def _backfill(self, db: str, rollup: rollups.Rollup) -> None:
         """Fill a new rollup from the flows rows already stored, one day partition at a time

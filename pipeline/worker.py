@@ -33,11 +33,13 @@ from flowlogs.errors import FlowLogsError, FrameError
 from flowlogs.settings import Settings
 from pipeline.close_log import CloseLog
 from pipeline.records import FlowRecordBuilder
+from pipeline.rulebook import RuleBook
 from pipeline.sinks.clickhouse import ClickHouseSink
 from pipeline.sinks.flows_process import FlowTopicSink
 from pipeline.sinks.topic import DeadLetterSink
 from pipeline.window import ClosedWindows, CloseEvent, FlowWindows
 from schemas import frame
+from schemas.inventory import Inventory
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ class FlowWorker:
         store_sink: ClickHouseSink,
         flows_sink: FlowTopicSink,
         dead_letter: DeadLetterSink,
-        placement: dict[str, tuple[str, str]],
+        inventory: Inventory,
         close_log: CloseLog,
     ) -> None:
         cfg = settings.worker
@@ -80,7 +82,10 @@ class FlowWorker:
             lateness_seconds=cfg.allowed_lateness_seconds,
             idle_seconds=cfg.idle_close_seconds,
         )
-        self.builder = FlowRecordBuilder(self.windows.enis.ids, placement, self.windows.window_ns)
+        self.rulebook = RuleBook(inventory, self.windows.enis.ids, cfg.rules)
+        self.builder = FlowRecordBuilder(
+            self.windows.enis.ids, inventory.placement(), self.windows.window_ns, self.rulebook
+        )
         self.store_sink = store_sink
         self.flows_sink = flows_sink
         self.dead_letter = dead_letter
@@ -97,6 +102,7 @@ class FlowWorker:
         self._failed_at = 0.0
         self._flush_lock = asyncio.Lock()
         self._flush_task: asyncio.Task[None] | None = None
+        self._rules_seen: bytes | None = None
 
     def bind_consumer(self, ack: Ack, highwater: Highwater) -> None:
         """How to acknowledge a message and read a partition's highwater mark (from Faust)."""
@@ -125,6 +131,12 @@ class FlowWorker:
     async def tick(self) -> None:
         self._collect(self.windows.due(caught_up=self._caught_up))
         await self._start_flush_when_due()
+
+    async def offer_rules(self, published: bytes | None) -> None:
+        """The rule set on the rules topic now; a new one is compiled and put in force."""
+        if published is not None and published != self._rules_seen:
+            self._rules_seen = published
+            await asyncio.to_thread(self.rulebook.offer, published, "the rules topic")
 
     async def drain(self, partitions: set[int] | None = None) -> None:
         """Close every open window (of ``partitions``) now and write it out."""
@@ -247,11 +259,15 @@ class FlowWorker:
     def _record_closes(self, batch: WriteBatch) -> list[tuple[ClosedWindows, pa.Table]]:
         # The closes first: from here on, whoever replays these partitions repeats them.
         self.close_log.record([c.event for c in batch.closed])
-        return [
-            (c, self.builder.arrow(self.builder.columns(c.flows, skipped=c.skipped, nodata=c.nodata, late_through=c.late_through)))
-            for c in batch.closed
-            if c.flows.size
-        ]
+        wanted = self.settings.worker.record_filter
+        records = []
+        for c in batch.closed:
+            if c.flows.size:
+                cols = self.builder.columns(c.flows, skipped=c.skipped, nodata=c.nodata, late_through=c.late_through)
+                if wanted != "ALL":
+                    cols = self.builder.only_action(cols, wanted)
+                records.append((c, self.builder.arrow(cols)))
+        return records
 
     def _write_store(self, records: list[tuple[ClosedWindows, pa.Table]]) -> None:
         for closed, table in records:
@@ -269,4 +285,6 @@ class FlowWorker:
             "open_windows": self.windows.open_window_count(),
             "pending_rows": self._pending_rows + self._writing_rows,
             "enis": len(self.windows.enis.ids),
+            "rule_set_version": self.rulebook.version,
+            "rule_sets_refused": self.rulebook.refused,
         }

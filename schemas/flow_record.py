@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-RECORD_VERSION = 1
+from schemas.rules import LAYERS, NO_RULE
+
+RECORD_VERSION = 2  # 2: rule-layer, rule-id, rule-set-version
 FLOWS_TABLE = "flows"
 
 ACTIONS = ("ACCEPT", "REJECT")
@@ -65,7 +67,10 @@ FLOW_FIELDS: tuple[FlowField, ...] = (
     FlowField("start", "DateTime('UTC')", {"type": "integer", "minimum": 0}, "first packet, Unix seconds", "CODEC(DoubleDelta, ZSTD(1))"),
     FlowField("end", "DateTime('UTC')", {"type": "integer", "minimum": 0}, "last packet, Unix seconds", "CODEC(DoubleDelta, ZSTD(1))"),
     FlowField("window-start", "DateTime('UTC')", {"type": "integer", "minimum": 0}, "start of the aggregation window, Unix seconds", "CODEC(DoubleDelta, ZSTD(1))"),
-    FlowField("action", _enum(ACTIONS), {"enum": list(ACTIONS)}, "security-group / ACL verdict"),
+    FlowField("action", _enum(ACTIONS), {"enum": list(ACTIONS)}, "security-group / network-ACL verdict (schemas/rules.py)"),
+    FlowField("rule-layer", _enum(LAYERS), {"enum": list(LAYERS)}, "what decided the action: a security group (sg), a network ACL (acl), or a default (default)"),
+    FlowField("rule-id", "LowCardinality(String)", _ID, f"id of the policy or ACL entry that decided; sg/default or <acl-id>/default for a default deny; '{NO_RULE}' for none"),
+    FlowField("rule-set-version", "UInt32", {"type": "integer", "minimum": 0}, "version of the rule set the verdict was evaluated against (0: none loaded)"),
     FlowField("log-status", _enum(LOG_STATUSES), {"enum": list(LOG_STATUSES)}, "OK; NODATA (no traffic); SKIPDATA (packets lost); LATE (arrived after the window closed)"),
     FlowField("tcp-flags", "UInt8", {"type": "integer", "minimum": 0, "maximum": 255}, "bitwise OR of the TCP flags of the flow's packets"),
     FlowField("flow-direction", _enum(DIRECTIONS), {"enum": list(DIRECTIONS)}, "relative to the ENI"),
@@ -84,16 +89,18 @@ def sql_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def column_ddl(f: FlowField) -> str:
+    """A column's definition as CREATE TABLE and ALTER TABLE … ADD COLUMN write it."""
+    return f"`{f.column}` {f.clickhouse_type}{' ' + f.codec if f.codec else ''} COMMENT {sql_string(f.description)}"
+
+
 def create_table_ddl(table: str = FLOWS_TABLE, ttl_days: int = 15) -> str:
     """CREATE TABLE for the raw flows table.
 
     ``non_replicated_deduplication_window`` lets a replayed insert carrying the same
     ``insert_deduplication_token`` be dropped by the server.
     """
-    lines = [
-        f"    `{f.column}` {f.clickhouse_type}{' ' + f.codec if f.codec else ''} COMMENT {sql_string(f.description)}"
-        for f in FLOW_FIELDS
-    ]
+    lines = [f"    {column_ddl(f)}" for f in FLOW_FIELDS]
     return (
         f"CREATE TABLE IF NOT EXISTS {table}\n(\n"
         + ",\n".join(lines)

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from schemas import flow_record, frame
 
 
+RULES_KEY = b"ruleset"
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     suffix: str
@@ -38,7 +41,14 @@ DEAD_LETTER = TopicSpec(
     value="the rejected message, unchanged; headers say why (DEAD_LETTER_HEADERS)",
 )
 
-ALL = (FRAMES, FLOWS, DEAD_LETTER)
+RULES = TopicSpec(
+    "rules.v1",
+    key=f"{RULES_KEY.decode()!r}: one rule set for the whole deployment (compaction keeps the newest)",
+    value="the rule set as JSON (schemas/rules.py, RuleSet.to_json_bytes), with its version",
+    compacted=True,
+)
+
+ALL = (FRAMES, FLOWS, DEAD_LETTER, RULES)
 
 DEAD_LETTER_HEADERS = (
     "flowlogs-reason",  # FrameError.reason: bad_magic, unsupported_version, truncated, invalid

@@ -31,10 +31,10 @@ SCHEMA = json.loads((Path(__file__).parents[1] / "schemas/generated/flow-record.
 def record(**changes: Any) -> list[Any]:
     """One row as the export selects it: FLOW_FIELDS order, plain ints and strings."""
     values: dict[str, Any] = {
-        "version": 1, "flow-id": 2**64 - 5, "interface-id": "eni-a", "vpc-id": "vpc-1", "subnet-id": "-",
+        "version": 2, "flow-id": 2**64 - 5, "interface-id": "eni-a", "vpc-id": "vpc-1", "subnet-id": "-",
         "srcaddr": "10.0.0.1", "dstaddr": "2001:db8::7", "srcport": 40000, "dstport": 443, "protocol": 6,
         "packets": 10, "bytes": 5200, "start": NOW, "end": NOW + 4, "window-start": NOW, "action": "ACCEPT",
-        "log-status": "OK", "tcp-flags": 18, "flow-direction": "egress", "type": "IPv6",
+        "rule-layer": "sg", "rule-id": "web-https", "rule-set-version": 3, "log-status": "OK", "tcp-flags": 18, "flow-direction": "egress", "type": "IPv6",
     }  # fmt: skip
     values.update({k.replace("_", "-"): v for k, v in changes.items()})
     return [values[name] for name in FIELD_NAMES]

@@ -18,6 +18,7 @@ from pipeline.sinks.flows_process import FlowTopicSink
 from pipeline.sinks.topic import DeadLetterSink
 from pipeline.store import Store
 from pipeline.worker import FlowWorker
+from schemas.inventory import Inventory
 from schemas import frame
 
 pytestmark = pytest.mark.integration
@@ -47,7 +48,7 @@ def test_failed_insert_is_retried_without_loss_or_duplicates(settings_factory) -
         store_sink=ClickHouseSink(store),
         flows_sink=flows_sink,
         dead_letter=DeadLetterSink(settings),
-        placement={},
+        inventory=Inventory(),
         close_log=close_log,
     )
     worker.bind_consumer(ack=lambda m: acked.append(m.offset), highwater=lambda _p: None)
