@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import tempfile
 import threading
@@ -52,13 +53,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.publisher import FramePublisher  # noqa: E402
 from agents.source import PacketBatch  # noqa: E402
-from agents.synthetic import SyntheticConfig, SyntheticTraffic  # noqa: E402
+from agents.synthetic import SyntheticConfig, SyntheticTraffic, synthetic_inventory  # noqa: E402
+from bench import verdicts as verdicts_bench  # noqa: E402
 from bench._common import broker, fresh_settings, machine  # noqa: E402
 from flowlogs.kafka import ensure_topics  # noqa: E402
 from flowlogs.settings import Settings  # noqa: E402
 from pipeline.process import WorkerProcess  # noqa: E402
 
 ENIS = 16
+SEED = 42
 ROW_CHECK_SQL = (
     "SELECT count(), sum(packets), uniqExact(interface_id, srcaddr, dstaddr, srcport, dstport, protocol,"
     " flow_direction, window_start) FROM flows"
@@ -190,7 +193,7 @@ def preload(settings: Settings, flows: int, args: argparse.Namespace) -> tuple[i
     start_ns = (int(time.time()) // args.window * args.window - int(duration) - 120) * 1_000_000_000
     config = SyntheticConfig(
         enis=ENIS, flows=flows, rate=args.rate, duration=duration,
-        pace=False, start_ns=start_ns, zipf=0.0, seed=42,
+        pace=False, start_ns=start_ns, zipf=0.0, seed=SEED,
     )
     publisher = FramePublisher(settings)
     publisher.start()
@@ -203,9 +206,28 @@ def preload(settings: Settings, flows: int, args: argparse.Namespace) -> tuple[i
     return publisher.stats.packets, seconds
 
 
+def verdict_files(home: Path, seed: int) -> dict[str, str]:
+    """Worker settings that put a realistic rule set in force for the synthetic ENIs: the
+    generator of bench/verdicts.py (30 groups of 200 policies per direction, 3 groups per
+    ENI, a 50-entry ACL per subnet), bound to the ENIs and subnets of the traffic."""
+    inventory = synthetic_inventory(ENIS, seed)
+    shape = argparse.Namespace(enis=ENIS, groups=30, groups_per_eni=3, policies=200, acl_entries=50)
+    _, generated = verdicts_bench.build(shape, random.Random(seed))
+    subnets = [s.id for s in inventory.subnets]
+    rules = generated.model_copy(update={
+        "bindings": tuple(b.model_copy(update={"eni": e.id}) for b, e in zip(generated.bindings, inventory.enis)),
+        "network_acls": tuple(a.model_copy(update={"subnets": (subnets[i],)}) for i, a in enumerate(generated.network_acls[: len(subnets)])),
+    })
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "rules.json").write_bytes(rules.to_json_bytes())
+    inventory.dump(home / "inventory.yaml")
+    return {"rules": str(home / "rules.json"), "inventory": str(home / "inventory.yaml")}
+
+
 def throughput_phase(bootstrap: str, home: Path, flows: int, args: argparse.Namespace) -> dict[str, Any]:
     log(f"throughput phase: {flows:,} flows per {args.window} s window")
-    settings = fresh_settings(bootstrap, home, window_seconds=args.window, idle_close_seconds=2.0)
+    verdicts = {} if args.no_rules else verdict_files(home, SEED)
+    settings = fresh_settings(bootstrap, home, window_seconds=args.window, idle_close_seconds=2.0, **verdicts)
     ensure_topics(settings)
     sent, preload_s = preload(settings, flows, args)
     duration = args.packets / args.rate
@@ -245,9 +267,11 @@ def throughput_phase(bootstrap: str, home: Path, flows: int, args: argparse.Name
         process["child_processes_after"] = len(children(worker.pid))
         child_hwm_kb = sum(proc_status_kb(c).get("VmHWM", 0) for c in children(worker.pid))
         _, rows = worker.query(ROW_CHECK_SQL)
+        _, verdict_rows = worker.query("SELECT countIf(action = 'REJECT'), max(rule_set_version) FROM flows")
     finally:
         worker.stop()
     records, stored_packets, distinct = (int(v) for v in rows[0])
+    rejected, rule_set_version = (int(v) for v in verdict_rows[0])
     windows = max(1, round(duration / args.window))
     result = {
         "flows_requested": flows,
@@ -262,9 +286,14 @@ def throughput_phase(bootstrap: str, home: Path, flows: int, args: argparse.Name
         "seconds_until_all_rows_stored": round(stored - first, 2),
         "flow_rows": records,
         "stored_packets_equal_sent": stored_packets == sent,
+        "stored_packets": stored_packets,
         "rows_unique": distinct == records,
         "write_failures": final["write_failures"],
         "late_packets": final["late_packets"],
+        "worker_stats": final,
+        "rule_set_version_stored": rule_set_version,
+        "rejected_rows": rejected,
+        "rule_set": "none" if args.no_rules else "bench/verdicts.py generator: 30 groups x 200 policies per direction, 3 per ENI, 50-entry ACLs",
         "peak_rss_mb": round((memory["VmHWM"] + child_hwm_kb) / 1024),
         "worker_process_peak_rss_mb": round(memory["VmHWM"] / 1024),
         "child_processes_peak_rss_mb": round(child_hwm_kb / 1024),
@@ -521,6 +550,7 @@ def main() -> None:
     p.add_argument("--latency-flows", type=int, default=100_000)
     p.add_argument("--poll", type=float, default=0.5, help="store poll interval (latency)")
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--no-rules", action="store_true", help="throughput without a rule set (every verdict the empty one)")
     args = p.parse_args()
 
     load_start = load_average()
@@ -541,7 +571,7 @@ def main() -> None:
         "throughput": [
             {k: r[k] for k in ("flows_per_window", "packets_per_second_read", "packets_per_second_until_stored",
                                "read_seconds", "seconds_until_all_rows_stored", "stored_packets_equal_sent", "rows_unique",
-                               "worker_cpu_cores", "machine_cpu_busy", "load_average_after_read")}
+                               "rule_set_version_stored", "rejected_rows", "worker_cpu_cores", "machine_cpu_busy", "load_average_after_read")}
             for r in phases
         ],
         "throughput_definition": (
