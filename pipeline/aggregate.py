@@ -1,8 +1,8 @@
 """Flow keys and flow counters: what a flow is, per (window, ENI, 5-tuple, direction).
 
-A batch of packets becomes six uint64 key columns (stored column-major: each column
-contiguous, which makes building, hashing and gathering them cheap); ``FlowAggregate`` is
-the counters of distinct keys. ``pipeline.flow_table`` counts packets into them.
+A flow key is six uint64 words (layout below); ``FlowAggregate`` holds the counters of
+distinct keys with the keys column-major (each word contiguous, which makes hashing and
+gathering them cheap). ``pipeline.flow_table`` builds the keys of packets and counts them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from schemas.frame import Packets
 
 KEY_WIDTH = 6
 # Key layout (uint64 key rows, i.e. keys[i] is column i of the flow key):
@@ -103,22 +102,6 @@ def hash_rows(keys: np.ndarray) -> np.ndarray:
     np.right_shift(h, np.uint64(29), out=tmp)
     h ^= tmp
     return h
-
-
-def flow_keys(packets: Packets, eni_index: np.ndarray, window_ns: int) -> np.ndarray:
-    """The (6, n) uint64 keys of a packet batch; ``eni_index`` is per packet (uint32)."""
-    n = packets.size
-    keys = np.empty((KEY_WIDTH, n), dtype=np.uint64)
-    src = packets.src_addr.view(np.uint64).reshape(n, 2)
-    dst = packets.dst_addr.view(np.uint64).reshape(n, 2)
-    keys[0], keys[1], keys[2], keys[3] = src[:, 0], src[:, 1], dst[:, 0], dst[:, 1]
-    np.left_shift(eni_index, _ENI_SHIFT, out=keys[4], dtype=np.uint64)
-    keys[4] |= packets.src_port.astype(np.uint64) << _SPORT_SHIFT
-    keys[4] |= packets.dst_port
-    np.left_shift(packets.capture_time_ns // np.uint64(window_ns), _WINDOW_SHIFT, out=keys[5])
-    keys[5] |= packets.protocol.astype(np.uint64) << _PROTO_SHIFT
-    keys[5] |= packets.direction
-    return keys
 
 
 def concatenate(parts: list[FlowAggregate]) -> FlowAggregate:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from pipeline.aggregate import KEY_WIDTH, FlowAggregate, flow_keys, hash_rows
+from pipeline.aggregate import KEY_WIDTH, FlowAggregate, hash_rows
 from schemas.frame import Packets
 
 _MIN_ROWS = 1 << 12
@@ -36,12 +36,12 @@ _PACKETS, _BYTES, _FIRST, _LAST, _FLAGS = range(KEY_WIDTH, KEY_WIDTH + 5)
 _ROW = KEY_WIDTH + 5
 
 
-@numba.njit(cache=True, nogil=True)
-def _key_hash(keys: np.ndarray, i: int) -> np.uint64:
-    # The mix of ``aggregate.hash_rows``, one key (column ``i`` of ``keys``) at a time.
+@numba.njit(cache=True, nogil=True, inline="always")
+def _hash_key(key: np.ndarray) -> np.uint64:
+    # The mix of ``aggregate.hash_rows``, for one key's words.
     h = np.uint64(0)
-    for c in range(keys.shape[0]):
-        h ^= keys[c, i]
+    for c in range(KEY_WIDTH):
+        h ^= key[c]
         h *= _MIX
         h ^= h >> np.uint64(31)
     h *= _MIX2
@@ -52,18 +52,25 @@ def _key_hash(keys: np.ndarray, i: int) -> np.uint64:
 @numba.njit(cache=True, nogil=True)
 def _upsert(
     index: np.ndarray, rows: np.ndarray,
-    keys: np.ndarray, add_packets: np.ndarray, add_bytes: np.ndarray,
-    add_first: np.ndarray, add_last: np.ndarray, add_flags: np.ndarray,
-    start: int, size: int, limit: int,
+    src: np.ndarray, dst: np.ndarray, eni_index: np.ndarray, src_port: np.ndarray, dst_port: np.ndarray,
+    capture_ns: np.ndarray, protocol: np.ndarray, direction: np.ndarray, ip_length: np.ndarray,
+    tcp_flags: np.ndarray, window_ns: np.uint64, start: int, size: int, limit: int,
 ) -> tuple[int, int]:
-    """Add columns ``start…`` of (keys, counters) until a new flow would make ``size``
-    exceed ``limit``; returns (next column, new size). ``rows`` is (row capacity, _ROW)
-    and ``index`` holds the row number of each used slot."""
+    """Count packets ``start…`` into their flows until a new flow would make ``size``
+    exceed ``limit``; returns (next packet, new size). The key of a packet is built here,
+    in the layout of ``pipeline.aggregate``; ``src``/``dst`` are (n, 2) uint64 views of the
+    addresses. ``rows`` is (row capacity, _ROW) and ``index`` holds the row of each used slot."""
     mask = np.uint64(index.size - 1)
-    width = keys.shape[0]
+    key = np.empty(KEY_WIDTH, np.uint64)
     i = start
-    while i < keys.shape[1]:
-        s = _key_hash(keys, i) & mask
+    while i < src.shape[0]:
+        key[0] = src[i, 0]
+        key[1] = src[i, 1]
+        key[2] = dst[i, 0]
+        key[3] = dst[i, 1]
+        key[4] = (np.uint64(eni_index[i]) << np.uint64(32)) | (np.uint64(src_port[i]) << np.uint64(16)) | np.uint64(dst_port[i])
+        key[5] = ((capture_ns[i] // window_ns) << np.uint64(16)) | (np.uint64(protocol[i]) << np.uint64(8)) | np.uint64(direction[i])
+        s = _hash_key(key) & mask
         while True:
             r = index[s]
             if r == -1:
@@ -71,27 +78,27 @@ def _upsert(
                     return i, size
                 index[s] = size
                 row = rows[size]
-                for c in range(width):
-                    row[c] = keys[c, i]
-                row[_PACKETS] = add_packets[i]
-                row[_BYTES] = add_bytes[i]
-                row[_FIRST] = add_first[i]
-                row[_LAST] = add_last[i]
-                row[_FLAGS] = add_flags[i]
+                for c in range(KEY_WIDTH):
+                    row[c] = key[c]
+                row[_PACKETS] = 1
+                row[_BYTES] = ip_length[i]
+                row[_FIRST] = capture_ns[i]
+                row[_LAST] = capture_ns[i]
+                row[_FLAGS] = tcp_flags[i]
                 size += 1
                 break
             row = rows[r]
             same = True
-            for c in range(width):
-                if row[c] != keys[c, i]:
+            for c in range(KEY_WIDTH):
+                if row[c] != key[c]:
                     same = False
                     break
             if same:
-                row[_PACKETS] += add_packets[i]
-                row[_BYTES] += add_bytes[i]
-                row[_FIRST] = min(row[_FIRST], np.uint64(add_first[i]))
-                row[_LAST] = max(row[_LAST], np.uint64(add_last[i]))
-                row[_FLAGS] |= np.uint64(add_flags[i])
+                row[_PACKETS] += np.uint64(1)
+                row[_BYTES] += np.uint64(ip_length[i])
+                row[_FIRST] = min(row[_FIRST], capture_ns[i])
+                row[_LAST] = max(row[_LAST], capture_ns[i])
+                row[_FLAGS] |= np.uint64(tcp_flags[i])
                 break
             s = (s + np.uint64(1)) & mask
         i += 1
@@ -102,9 +109,8 @@ def _upsert(
 def _reindex(index: np.ndarray, rows: np.ndarray, size: int) -> None:
     """Point a cleared index at rows 0…size-1 (keys known to be distinct)."""
     mask = np.uint64(index.size - 1)
-    keys = rows[:size, :KEY_WIDTH].T
     for r in range(size):
-        s = _key_hash(keys, r) & mask
+        s = _hash_key(rows[r]) & mask
         while index[s] != -1:
             s = (s + np.uint64(1)) & mask
         index[s] = r
@@ -134,26 +140,19 @@ class FlowTable:
     def add_packets(self, packets: Packets, eni_index: np.ndarray, window_ns: int) -> None:
         """Count a batch of packets (``eni_index`` per packet) into their flows."""
         n = packets.size
-        if n:
-            self._add(
-                flow_keys(packets, eni_index, window_ns), np.ones(n, np.uint64), packets.ip_length.astype(np.uint64),
-                packets.capture_time_ns, packets.capture_time_ns, packets.tcp_flags,
-            )
-
-    def add_flows(self, flows: FlowAggregate) -> None:
-        """Merge already-counted flows in (same keys add up)."""
-        if flows.size:
-            self._add(flows.keys, flows.packets, flows.bytes, flows.first_ns, flows.last_ns, flows.tcp_flags)
-
-    def _add(self, keys: np.ndarray, *counters: np.ndarray) -> None:
-        column = 0
-        while column < keys.shape[1]:
+        columns = (
+            packets.src_addr.view(np.uint64).reshape(n, 2), packets.dst_addr.view(np.uint64).reshape(n, 2),
+            eni_index, packets.src_port, packets.dst_port, packets.capture_time_ns, packets.protocol,
+            packets.direction, packets.ip_length, packets.tcp_flags, np.uint64(window_ns),
+        )
+        done = 0
+        while done < n:
             if self.size >= self._index.size * _MAX_LOAD:
                 self._resize_index(self._index.size * 2)
             if self.size >= len(self._rows):
                 self._resize_rows(int(len(self._rows) * _GROWTH))
             limit = min(int(self._index.size * _MAX_LOAD), len(self._rows))
-            column, self.size = _upsert(self._index, self._rows, keys, *counters, column, self.size, limit)
+            done, self.size = _upsert(self._index, self._rows, *columns, done, self.size, limit)
 
     def take(self, through_window: int) -> FlowAggregate:
         """Remove and return the flows of windows ≤ ``through_window``, in key-hash order."""

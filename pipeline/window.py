@@ -43,6 +43,8 @@ from schemas.frame import FLAG_HEARTBEAT, Frame
 
 log = logging.getLogger(__name__)
 
+_MISSING_KEPT = 4096  # per agent run and ENI: skipped sequence numbers a late frame may still fill
+
 
 @dataclass(frozen=True, slots=True)
 class CloseEvent:
@@ -74,7 +76,8 @@ class WindowStats:
     windows_closed: int = 0
     flows_out: int = 0
     dropped_packets_reported: int = 0  # by agents, in frame headers
-    lost_frames: int = 0  # gaps in agents' frame sequences
+    lost_frames: int = 0  # gaps in agents' frame sequences (less those that came late)
+    reordered_frames: int = 0  # came after a later frame of theirs (producer retries), counted
     duplicate_frames: int = 0
     skipped_windows: int = 0  # (window, ENI) pairs marked SKIPDATA
 
@@ -95,6 +98,9 @@ class PartitionWindows:
         self._messages: deque[tuple[Any, int]] = deque()
         # (agent id, agent run, ENI index) → (next expected sequence, newest capture time seen)
         self._sequences: dict[tuple[str, int, int], tuple[int, int]] = {}
+        # … and the sequence numbers a gap skipped: a producer retry can deliver a frame
+        # after a later one, and then it is late, not a repeat.
+        self._missing: dict[tuple[str, int, int], set[int]] = {}
         self._skipped: set[int] = set()  # window_eni_codes
         self._observed: set[int] = set()  # window_eni_codes the agents watched (open windows only)
         self.consumed_offset = -1  # offset of the last message added
@@ -136,12 +142,27 @@ class PartitionWindows:
         key = (decoded.agent_id, decoded.agent_start_ns, int(enis[0]))
         expected, seen_ns = self._sequences.get(key, (decoded.sequence, decoded.first_time_ns))
         if decoded.sequence < expected:
-            stats.duplicate_frames += 1
-            return True, -1
+            missing = self._missing.get(key)
+            if missing is None or decoded.sequence not in missing:
+                stats.duplicate_frames += 1
+                return True, -1
+            missing.discard(decoded.sequence)
+            stats.lost_frames -= 1
+            stats.reordered_frames += 1
+            log.info(
+                "partition %d: frame %d of agent %s for %s came after a later one (a producer retry);"
+                " its packets are counted, as late ones where their window has closed",
+                self.partition, decoded.sequence, decoded.agent_id, decoded.eni_ids[0],
+            )
+            return False, -1
         self._sequences[key] = (decoded.sequence + 1, max(seen_ns, decoded.last_time_ns))
         if decoded.sequence == expected:
             return False, -1
         lost = decoded.sequence - expected
+        missing = self._missing.setdefault(key, set())
+        missing.update(range(max(expected, decoded.sequence - _MISSING_KEPT), decoded.sequence))
+        if len(missing) > _MISSING_KEPT:  # a long outage: only the newest gaps can still be filled
+            missing.difference_update(sorted(missing)[: len(missing) - _MISSING_KEPT])
         stats.lost_frames += lost
         log.warning(
             "partition %d: %d frames of agent %s for %s never arrived (sequence %d, expected %d);"

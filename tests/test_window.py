@@ -157,6 +157,17 @@ def test_a_sequence_gap_marks_skipdata_and_a_repeated_frame_counts_once() -> Non
     assert [m.offset for c in closed for m in c.messages] == [0, 1, 2, 3]  # all acknowledged
 
 
+def test_a_frame_that_comes_after_a_later_one_is_counted_not_taken_for_a_repeat() -> None:
+    w = _windows()
+    w.add(0, _frame([1], sequence=0), Msg(b"", 0))
+    w.add(0, _frame([3], sequence=2), Msg(b"", 1))  # frame 1 is late (a producer retry)…
+    w.add(0, _frame([2], sequence=1), Msg(b"", 2))  # …here it is
+    w.add(0, _frame([2], sequence=1), Msg(b"", 3))  # and this is a real repeat
+    closed = w.close_partitions()
+    assert sum(int(c.flows.packets.sum()) for c in closed) == 3
+    assert w.stats.lost_frames == 0 and w.stats.reordered_frames == 1 and w.stats.duplicate_frames == 1
+
+
 def test_a_replay_repeats_the_recorded_closes_with_identical_rows() -> None:
     """A crash after some closes: replaying from the committed offset with the recorded
     closes gives the same close events with the same rows, and then carries on."""
