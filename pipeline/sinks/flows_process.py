@@ -2,9 +2,10 @@
 
 Rendering a million JSON records and handing each to the Kafka producer costs a few
 microseconds per record of Python, under the GIL the worker's consumer and aggregation
-need. So the worker sends each batch of flow-record tables (Arrow IPC, the same tables the
-store gets) to a child process that renders and produces them, and answers once Kafka has
-acknowledged every record. The worker process keeps only a pipe end.
+need. So the worker sends each batch of flow-record tables (the same Arrow tables the store
+gets, as IPC messages of at most ``CHUNK_ROWS`` rows, so neither side ever holds a whole
+million-record close twice) to a child process that renders and produces them, and answers
+once Kafka has acknowledged every record. The worker process keeps only a pipe end.
 
 The child is started with ``spawn`` (never fork a process that has chDB and threads open),
 exits when the pipe closes (also when the worker is killed), and is started again on the
@@ -30,6 +31,7 @@ from pipeline.sinks.topic import FlowRecordProducer, SinkError
 log = logging.getLogger(__name__)
 
 _ANSWER_GRACE_SECONDS = 30.0  # on top of the delivery timeout: rendering and IPC
+CHUNK_ROWS = 131_072
 
 
 class FlowTopicSink:
@@ -55,18 +57,18 @@ class FlowTopicSink:
 
     def write(self, tables: Sequence[pa.Table], timeout: float = 60.0) -> None:
         """Produce every record of ``tables``; returns once Kafka acknowledged them all."""
-        tables = [t for t in tables if t.num_rows]
-        if not tables:
+        chunks = [t.slice(at, CHUNK_ROWS) for t in tables for at in range(0, t.num_rows, CHUNK_ROWS)]
+        if not chunks:
             return
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, tables[0].schema) as writer:
-            for table in tables:
-                writer.write_table(table)
         rows = sum(t.num_rows for t in tables)
         conn = self._start()
         try:
-            conn.send_bytes(orjson.dumps({"timeout": timeout}))
-            conn.send_bytes(sink.getvalue())
+            conn.send_bytes(orjson.dumps({"timeout": timeout, "chunks": len(chunks)}))
+            for chunk in chunks:
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, chunk.schema) as writer:
+                    writer.write_table(chunk)
+                conn.send_bytes(sink.getvalue())
             if not conn.poll(timeout + _ANSWER_GRACE_SECONDS):
                 raise SinkError(f"the flows-topic producer process did not confirm {rows} records within {timeout:.0f} s")
             answer = orjson.loads(conn.recv_bytes())
@@ -95,17 +97,24 @@ class FlowTopicSink:
 
 
 def _serve(settings: Settings, conn: Connection) -> None:
-    """The child: (options, Arrow IPC stream) requests in, one JSON answer per request out."""
+    """The child: requests of (options, N Arrow IPC chunks) in, one JSON answer each out."""
     producer = FlowRecordProducer(settings)
     while True:
+        rows, error = 0, None
         try:
             options = orjson.loads(conn.recv_bytes())
-            data = conn.recv_bytes()
+            for _ in range(int(options["chunks"])):
+                data = conn.recv_bytes()  # every chunk is read, even after an error, to stay in step
+                if error is None:
+                    try:
+                        rows += producer.produce(pa.ipc.open_stream(data).read_all())
+                    except (FlowLogsError, pa.ArrowInvalid) as exc:
+                        error = str(exc)
         except EOFError:
             return  # the worker closed the pipe or died
-        try:
-            tables = [pa.Table.from_batches([b]) for b in pa.ipc.open_stream(data)]
-            answer = {"rows": producer.write(tables, timeout=float(options["timeout"]))}
-        except (FlowLogsError, pa.ArrowInvalid) as exc:
-            answer = {"error": str(exc)}
-        conn.send_bytes(orjson.dumps(answer))
+        if error is None:
+            try:
+                producer.flush(float(options["timeout"]))
+            except FlowLogsError as exc:
+                error = str(exc)
+        conn.send_bytes(orjson.dumps({"error": error} if error else {"rows": rows}))

@@ -7,8 +7,6 @@ runs a :class:`FlowRecordProducer` in a child process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-
 import pyarrow as pa
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -78,18 +76,17 @@ class FlowRecordProducer(_KafkaSink):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, settings.topic(topics.FLOWS.suffix), "flowlogs-worker-flows")
 
-    def write(self, tables: Iterable[pa.Table], timeout: float = 60.0) -> int:
-        """Produce the records of flow-record tables, then wait until every one is
-        acknowledged; returns how many were produced."""
-        produced = 0
-        for table in tables:
-            for keys, values in json_batches(table):
-                for key, value in zip(keys.to_pylist(), values.to_pylist()):
-                    self._produce(key, value)
-                self._producer.poll(0)
-                produced += len(keys)
+    def produce(self, table: pa.Table) -> int:
+        """Hand the records of a flow-record table to the producer; how many."""
+        for keys, values in json_batches(table):
+            for key, value in zip(keys.to_pylist(), values.to_pylist()):
+                self._produce(key, value)
+            self._producer.poll(0)
+        return table.num_rows
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until every record produced is acknowledged (raises SinkError if not)."""
         self._flush(timeout)
-        return produced
 
 
 class DeadLetterSink(_KafkaSink):
