@@ -121,7 +121,11 @@ class FramePublisher:
                     # rest is ours, where the oldest frames can be dropped.
                     "queue.buffering.max.kbytes": max(self._limit // 4 // 1024, 8 * 1024),
                     "message.timeout.ms": int(agent.delivery_timeout_seconds * 1000),
-                    "enable.idempotence": False,
+                    # Frames of an ENI must reach their partition in sequence order: a retry
+                    # without idempotence can put frame N after N+1, and a worker that met N+1
+                    # first (its first frame of that ENI) takes N for a repeat. Idempotence
+                    # keeps the order (and drops the retry's duplicates); Tansu supports it too.
+                    "enable.idempotence": True,
                     "acks": "all",
                 },
             )
