@@ -190,7 +190,7 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
 
 def _read_only(store: Store | OwnerApiStore) -> Reader:
     def read(sql: str) -> tuple[list[str], list[list[Any]]]:
-        columns, rows = store.query(sql, readonly=True)
+        columns, rows = store.query_readonly(sql)
         return columns, [list(r) for r in rows]
 
     return read

@@ -109,7 +109,7 @@ class FlowRecordBuilder:
         stable[4] = (stable[4] & np.uint64(0xFFFFFFFF)) ^ self._eni_hashes()[eni]
         src = flows.address("src")
         dst = flows.address("dst")
-        verdicts = self.rulebook.evaluate(
+        verdicts = self.rulebook.evaluator.evaluate(
             eni, flows.direction, src, dst, flows.src_port, flows.dst_port, flows.protocol, flows.tcp_flags
         )
         action = verdicts.action.astype(np.int32) - 1  # Enum8 codes count from 1

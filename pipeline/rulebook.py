@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 
 from flowlogs.errors import ConfigError
-from pipeline.verdicts import VerdictEvaluator, Verdicts
+from pipeline.verdicts import VerdictEvaluator
 from schemas.inventory import Inventory
 from schemas.rules import RuleSet, load_rules, parse_rules
 
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class RuleBook:
-    """The compiled rule set in force; swapped whole, so a batch is evaluated against one version."""
+    """The compiled rule set in force (``evaluator``); swapped whole, so a batch that takes
+    ``evaluator`` once is evaluated against one version."""
 
     def __init__(self, inventory: Inventory, eni_ids: Sequence[str], rules_file: Path | None = None) -> None:
         self.inventory = inventory
@@ -36,10 +37,6 @@ class RuleBook:
     @property
     def version(self) -> int:
         return self.evaluator.rules.version
-
-    def evaluate(self, *columns: object) -> Verdicts:
-        """:meth:`VerdictEvaluator.evaluate` with the rule set in force now."""
-        return self.evaluator.evaluate(*columns)  # type: ignore[arg-type]
 
     def offer(self, data: bytes, source: str) -> bool:
         """A rule set as published on the rules topic; True when it is now in force."""
