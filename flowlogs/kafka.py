@@ -43,6 +43,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
         topics.FLOWS: {},
         topics.DEAD_LETTER: {"max.message.bytes": str(8 * 1024 * 1024)},
         topics.RULES: {"cleanup.policy": "compact", "max.message.bytes": str(8 * 1024 * 1024)},
+        topics.ALERTS: {},
     }
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flowlogs.errors import ConfigError
@@ -135,6 +135,95 @@ class ExportSettings(_Section):
     page_rows: int = Field(50_000, ge=1, description="flow rows read from the store per query while exporting")
 
 
+class ScanSettings(_Section):
+    """Scans, in the spirit of Zeek's scan policy: contacts within a sliding period, per VPC."""
+
+    enabled: bool = True
+    period_seconds: float = Field(300, gt=0, description="how far back contacts are remembered")
+    hosts: float = Field(25, gt=0, description="address scan: score of distinct hosts reached on one port")
+    ports: float = Field(15, gt=0, description="port scan: score of distinct ports reached on one host")
+    failed_weight: float = Field(1.0, gt=0, description="score of a failed contact (every flow to it TCP SYN-only or REJECT)")
+    answered_weight: float = Field(
+        0.02, ge=0, description="score of a contact that was answered: busy clients reach many servers, so it counts little"
+    )
+
+
+class ThreatIpSettings(_Section):
+    enabled: bool = True
+    lists: tuple[Path, ...] = Field((), description="FireHOL .netset/.ipset or Spamhaus DROP files, or directories of them")
+    reload_seconds: float = Field(10, gt=0, description="how often the lists' files are checked for changes")
+
+
+class UncommonProtocolSettings(_Section):
+    enabled: bool = True
+    learn_seconds: float = Field(3600, ge=0, description="an ENI's protocol/port pairs seen in its first this-many seconds are its baseline")
+    allow: tuple[str, ...] = Field(
+        ("tcp/80", "tcp/443", "udp/53", "tcp/53", "udp/123", "icmp"),
+        description="pairs never reported: 'tcp/443', 'udp/53', 'icmp', or a protocol number ('47')",
+    )
+
+
+class BroadcastStormSettings(_Section):
+    enabled: bool = True
+    per: Literal["eni", "subnet"] = "eni"
+    packets_per_second: float = Field(1000, gt=0, description="broadcast + multicast packets per second that make a storm")
+
+
+class BandwidthSettings(_Section):
+    enabled: bool = True
+    limit_bps: float | None = Field(None, gt=0, description="an ENI's limit in bits/s (in + out); unset = baseline only")
+    baseline_factor: float = Field(3.0, gt=1, description="k: alarm over k × the ENI's p95 bits/s of recent windows")
+    baseline_windows: int = Field(1440, ge=10, description="recent windows the p95 is taken over")
+    baseline_min_windows: int = Field(30, ge=5, description="windows an ENI needs before its baseline is used")
+    baseline_min_bps: float = Field(1e6, ge=0, description="rates below this never count as overuse of a baseline")
+
+
+class DetectorSettings(_Section):
+    """Thresholds of every detector; ``DetectSettings.for_scope`` overlays the overrides."""
+
+    scan: ScanSettings = ScanSettings()
+    uncommon: UncommonProtocolSettings = UncommonProtocolSettings()
+    storm: BroadcastStormSettings = BroadcastStormSettings()
+    bandwidth: BandwidthSettings = BandwidthSettings()
+
+
+class DetectSettings(DetectorSettings):
+    enabled: bool = True
+    threat_ip: ThreatIpSettings = ThreatIpSettings()
+    quiet_seconds: float = Field(600, gt=0, description="an alert not raised again for this long is closed")
+    overrides: dict[str, dict[str, dict[str, Any]]] = Field(
+        {},
+        description="per VPC, subnet or ENI id: detector sections to change, e.g. {eni-1: {bandwidth: {limit_bps: 1e9}}};"
+        " the most specific scope wins (scans take the VPC's)",
+    )
+
+    @model_validator(mode="after")
+    def _overrides_are_valid(self) -> "DetectSettings":
+        for scope in self.overrides:
+            self.for_scope(scope)  # a bad override fails at start, naming its scope
+        return self
+
+    def for_scope(self, *scope_ids: str) -> DetectorSettings:
+        """The thresholds for a VPC, subnet or ENI: ``scope_ids`` from the widest (VPC) to the narrowest (ENI)."""
+        merged: dict[str, Any] = {name: getattr(self, name).model_dump() for name in DetectorSettings.model_fields}
+        for scope in scope_ids:
+            for section, changes in self.overrides.get(scope, {}).items():
+                if section not in merged:
+                    raise ConfigError(f"detect.overrides.{scope}: no detector section {section!r} (one of {', '.join(merged)})")
+                merged[section] = {**merged[section], **changes}
+        try:
+            return DetectorSettings.model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(f"detect.overrides for {'/'.join(scope_ids)}: {_problems(exc)}") from exc
+
+
+class ReportSettings(_Section):
+    geoip_mmdb: Path | None = Field(
+        None, description="a MaxMind-format country database (GeoLite2/DB-IP .mmdb); unset = the bundled dataset"
+    )
+    top: int = Field(20, ge=1, le=10_000, description="rows of top-N reports unless asked otherwise")
+
+
 class _FileSource(PydanticBaseSettingsSource):
     """Values from the file named by FLOWLOGS_CONFIG (or ./flowlogs.yaml if present)."""
 
@@ -174,6 +263,8 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     agent: AgentSettings = AgentSettings()
     export: ExportSettings = ExportSettings()
+    detect: DetectSettings = DetectSettings()
+    report: ReportSettings = ReportSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -23,7 +23,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from flowlogs.errors import StoreError, StoreLockedError
 from flowlogs.settings import Settings
 from pipeline.table_choice import retention_days
-from schemas import flow_record, rollups, window_closes
+from schemas import alerts, flow_record, rollups, window_closes
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class Store:
         self._release_ownership()
 
     def migrate(self) -> None:
-        """Create the database, the flows table, its rollups and the close log if missing; apply the TTLs.
+        """Create the database, the flows table, its rollups, the close log and the alerts table if missing; apply the TTLs.
 
         Idempotent. A rollup created next to a ``flows`` table that already holds rows is
         filled from it before its view starts adding new inserts; that is exact when no other
@@ -143,6 +143,7 @@ class Store:
             self.command(rollups.create_view_ddl(rollup, db))
             self._apply_ttl(db, rollup.table, rollups.BUCKET, ttl[rollup.table])
         self.command(window_closes.create_table_ddl(f"{db}.{window_closes.TABLE}"))
+        self.command(alerts.create_table_ddl(f"{db}.{alerts.TABLE}"))
         self._client.database = db  # unqualified names in queries mean the flows database
 
     def _add_new_columns(self, db: str) -> None:

@@ -29,7 +29,7 @@ TYPES = ("IPv4", "IPv6")
 
 @dataclass(frozen=True, slots=True)
 class FlowField:
-    """One field of the flow record."""
+    """One field of the flow record (or of another record kept the same way: schemas/alerts.py)."""
 
     name: str  # AWS/Tencent spelling, used in JSON
     clickhouse_type: str
@@ -42,7 +42,8 @@ class FlowField:
         return self.name.replace("-", "_")
 
 
-def _enum(values: tuple[str, ...], codes: tuple[int, ...] | None = None) -> str:
+def enum_type(values: tuple[str, ...], codes: tuple[int, ...] | None = None) -> str:
+    """A ClickHouse Enum8 of ``values``, coded from 1 unless ``codes`` are given."""
     codes = codes or tuple(range(1, len(values) + 1))
     return "Enum8(" + ", ".join(f"'{v}' = {c}" for v, c in zip(values, codes)) + ")"
 
@@ -67,14 +68,14 @@ FLOW_FIELDS: tuple[FlowField, ...] = (
     FlowField("start", "DateTime('UTC')", {"type": "integer", "minimum": 0}, "first packet, Unix seconds", "CODEC(DoubleDelta, ZSTD(1))"),
     FlowField("end", "DateTime('UTC')", {"type": "integer", "minimum": 0}, "last packet, Unix seconds", "CODEC(DoubleDelta, ZSTD(1))"),
     FlowField("window-start", "DateTime('UTC')", {"type": "integer", "minimum": 0}, "start of the aggregation window, Unix seconds", "CODEC(DoubleDelta, ZSTD(1))"),
-    FlowField("action", _enum(ACTIONS), {"enum": list(ACTIONS)}, "security-group / network-ACL verdict (schemas/rules.py)"),
-    FlowField("rule-layer", _enum(LAYERS), {"enum": list(LAYERS)}, "what decided the action: a security group (sg), a network ACL (acl), or a default (default)"),
+    FlowField("action", enum_type(ACTIONS), {"enum": list(ACTIONS)}, "security-group / network-ACL verdict (schemas/rules.py)"),
+    FlowField("rule-layer", enum_type(LAYERS), {"enum": list(LAYERS)}, "what decided the action: a security group (sg), a network ACL (acl), or a default (default)"),
     FlowField("rule-id", "LowCardinality(String)", _ID, f"id of the policy or ACL entry that decided; sg/default or <acl-id>/default for a default deny; '{NO_RULE}' for none"),
     FlowField("rule-set-version", "UInt32", {"type": "integer", "minimum": 0}, "version of the rule set the verdict was evaluated against (0: none loaded)"),
-    FlowField("log-status", _enum(LOG_STATUSES), {"enum": list(LOG_STATUSES)}, "OK; NODATA (no traffic); SKIPDATA (packets lost); LATE (arrived after the window closed)"),
+    FlowField("log-status", enum_type(LOG_STATUSES), {"enum": list(LOG_STATUSES)}, "OK; NODATA (no traffic); SKIPDATA (packets lost); LATE (arrived after the window closed)"),
     FlowField("tcp-flags", "UInt8", {"type": "integer", "minimum": 0, "maximum": 255}, "bitwise OR of the TCP flags of the flow's packets"),
-    FlowField("flow-direction", _enum(DIRECTIONS), {"enum": list(DIRECTIONS)}, "relative to the ENI"),
-    FlowField("type", _enum(TYPES, (4, 6)), {"enum": list(TYPES)}, "IP version of the traffic"),
+    FlowField("flow-direction", enum_type(DIRECTIONS), {"enum": list(DIRECTIONS)}, "relative to the ENI"),
+    FlowField("type", enum_type(TYPES, (4, 6)), {"enum": list(TYPES)}, "IP version of the traffic"),
 )
 
 FIELD_NAMES = tuple(f.name for f in FLOW_FIELDS)
@@ -112,14 +113,19 @@ def create_table_ddl(table: str = FLOWS_TABLE, ttl_days: int = 15) -> str:
     )
 
 
-def json_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of one record on the flows topic."""
+def record_json_schema(name: str, title: str, fields: tuple[FlowField, ...]) -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of a record made of ``fields``, every one required."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://flowlogs.dev/schemas/flow-record-v{RECORD_VERSION}.json",
-        "title": f"Flow Logs flow record v{RECORD_VERSION}",
+        "$id": f"https://flowlogs.dev/schemas/{name}.json",
+        "title": title,
         "type": "object",
         "additionalProperties": False,
-        "required": list(FIELD_NAMES),
-        "properties": {f.name: {**f.json_schema, "description": f.description} for f in FLOW_FIELDS},
+        "required": [f.name for f in fields],
+        "properties": {f.name: {**f.json_schema, "description": f.description} for f in fields},
     }
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of one record on the flows topic."""
+    return record_json_schema(f"flow-record-v{RECORD_VERSION}", f"Flow Logs flow record v{RECORD_VERSION}", FLOW_FIELDS)

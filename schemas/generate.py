@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from schemas import flow_record, frame, rollups, topics, window_closes
+from schemas import alerts, flow_record, frame, rollups, topics, window_closes
 
 GENERATED_DIR = Path(__file__).with_name("generated")
 
@@ -79,8 +79,9 @@ def _flows_sql() -> str:
     for rollup in rollups.ROLLUPS:
         statements += [rollups.create_table_ddl(rollup), rollups.create_view_ddl(rollup)]
     statements.append(window_closes.create_table_ddl())
+    statements.append(alerts.create_table_ddl())
     header = (
-        "-- Generated from schemas/flow_record.py, schemas/rollups.py and schemas/window_closes.py — do not edit.\n"
+        "-- Generated from schemas/flow_record.py, schemas/rollups.py, schemas/window_closes.py and schemas/alerts.py — do not edit.\n"
         "-- The raw flows table, then each rollup table and the materialized view that fills it.\n"
         "-- TTLs are the defaults; the store applies the configured ones.\n\n"
     )
@@ -94,6 +95,8 @@ def rendered() -> dict[str, str]:
         "flow-record.schema.json": orjson.dumps(
             flow_record.json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
         ).decode()
+        + "\n",
+        "alert.schema.json": orjson.dumps(alerts.json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
         + "\n",
         "frame.md": _frame_markdown(),
     }

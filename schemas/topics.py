@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas import flow_record, frame
+from schemas import alerts, flow_record, frame
 
 
 RULES_KEY = b"ruleset"
@@ -48,7 +48,13 @@ RULES = TopicSpec(
     compacted=True,
 )
 
-ALL = (FRAMES, FLOWS, DEAD_LETTER, RULES)
+ALERTS = TopicSpec(
+    f"alerts.v{alerts.ALERT_VERSION}",
+    key="alert-id (ASCII): every update of an alert stays in one partition, in order",
+    value="one alert (new, updated or closed) as JSON (schemas/generated/alert.schema.json)",
+)
+
+ALL = (FRAMES, FLOWS, DEAD_LETTER, RULES, ALERTS)
 
 DEAD_LETTER_HEADERS = (
     "flowlogs-reason",  # FrameError.reason: bad_magic, unsupported_version, truncated, invalid

@@ -1,4 +1,4 @@
--- Generated from schemas/flow_record.py, schemas/rollups.py and schemas/window_closes.py — do not edit.
+-- Generated from schemas/flow_record.py, schemas/rollups.py, schemas/window_closes.py and schemas/alerts.py — do not edit.
 -- The raw flows table, then each rollup table and the materialized view that fills it.
 -- TTLs are the defaults; the store applies the configured ones.
 
@@ -175,3 +175,27 @@ CREATE TABLE IF NOT EXISTS window_closes
 ENGINE = ReplacingMergeTree
 ORDER BY (topic, partition, offset, target)
 TTL written_at + INTERVAL 7 DAY;
+
+CREATE TABLE IF NOT EXISTS alerts
+(
+    `version` UInt8 COMMENT 'alert record format version',
+    `alert_id` String COMMENT 'stable id of the incident: every update of it carries the same id',
+    `detector` Enum8('address_scan' = 1, 'port_scan' = 2, 'threat_ip' = 3, 'uncommon_protocol' = 4, 'broadcast_storm' = 5, 'bandwidth_overuse' = 6) COMMENT 'what raised it',
+    `severity` Enum8('low' = 1, 'medium' = 2, 'high' = 3, 'critical' = 4) COMMENT 'how urgent',
+    `state` Enum8('open' = 1, 'closed' = 2) COMMENT 'open while the incident goes on; closed after its quiet period',
+    `updates` UInt32 COMMENT '0 when first raised, +1 each time it is raised again',
+    `first_seen` DateTime('UTC') COMMENT 'start of the first flow window that showed it, Unix seconds',
+    `last_seen` DateTime('UTC') COMMENT 'end of the latest flow window that showed it, Unix seconds',
+    `raised_at` DateTime64(3, 'UTC') COMMENT 'wall-clock time of this update, Unix seconds',
+    `vpc_id` LowCardinality(String) COMMENT 'VPC it was seen in, \'-\' when unknown',
+    `interface_id` LowCardinality(String) COMMENT 'ENI it concerns, \'-\' when several or none',
+    `source` String COMMENT 'the address (or ENI) behind it, \'-\' when none',
+    `target` String COMMENT 'what it reached: an address, a port, a list entry; \'-\' when none',
+    `summary` String COMMENT 'one line for a person',
+    `counts` Map(LowCardinality(String), Float64) COMMENT 'the evidence in numbers (flows, packets, hosts, ports, bps…)',
+    `sample_flows` String COMMENT 'up to 5 flows that show it (a JSON array in the table)'
+)
+ENGINE = ReplacingMergeTree(updates)
+PARTITION BY toYYYYMM(first_seen)
+ORDER BY (alert_id)
+TTL last_seen + INTERVAL 365 DAY;
