@@ -15,13 +15,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agents import scenarios
 from agents.source import PacketBatch
 from schemas import frame
 from schemas.inventory import Eni, Inventory, Subnet, Vpc
 
 _TCP, _UDP, _ICMP = 6, 17, 1
 _WELL_KNOWN = np.array([443, 80, 53, 22, 3306, 5432, 6379, 8080, 9092, 123], dtype=np.uint16)
-_TCP_FLAG_CHOICES = np.array([0x10, 0x18, 0x18, 0x18, 0x02, 0x12, 0x11, 0x04], dtype=np.uint8)
+# Flags of established conversations: ACK, PSH|ACK, SYN|ACK, FIN|ACK. No SYN-only openers or
+# RSTs: unanswered SYNs and resets are what scans look like (agents/scenarios.py plants them).
+_TCP_FLAG_CHOICES = np.array([0x10, 0x18, 0x18, 0x18, 0x12, 0x11], dtype=np.uint8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,8 @@ class SyntheticConfig:
     start_ns: int | None = None  # first capture time when pace is False; default: now
     chunk_packets: int = 65_536
     zipf: float = 1.1  # flow popularity exponent; 0 = every flow equally likely
+    scenarios: tuple[str, ...] = ()  # planted traffic (agents/scenarios.py), same total volume
+    scenario_starts_after: float = 0.0  # seconds of capture time before planted traffic begins
 
 
 def synthetic_inventory(enis: int, seed: int = 1) -> Inventory:
@@ -81,6 +86,12 @@ class SyntheticTraffic:
         weights = 1.0 / np.arange(1, n + 1) ** config.zipf
         self._flow_cdf = np.cumsum(rng.permutation(weights) / weights.sum())
         self._rng = rng
+        addresses = [str(e.ips[0]) for e in self.inventory.enis]
+        if config.scenarios and config.enis < 4:
+            raise ValueError("planted scenarios use ENIs 0–3: give enis ≥ 4")
+        self._planted = [
+            scenarios.planted(name, addresses, config.rate, config.scenario_starts_after) for name in config.scenarios
+        ]
 
     @property
     def total_packets(self) -> int:
@@ -124,4 +135,21 @@ class SyntheticTraffic:
             tcp_flags=flags.astype(np.uint8),
             direction=self._flow_dir[flows],
         )
+        for plant in self._planted:
+            self._plant(packets, plant, times >= np.uint64(start_ns + int(plant.starts_after * 1e9)))
         return PacketBatch(eni_ids=self.eni_ids, packets=packets)
+
+    def _plant(self, packets: frame.Packets, plant: scenarios.PlantedFlows, begun: np.ndarray) -> None:
+        """Give ``plant.share`` of the packets (from its start on) to its flows, in place."""
+        rows = np.flatnonzero(begun & (self._rng.random(len(begun)) < plant.share))
+        which = self._rng.integers(0, plant.size_flows, rows.size)
+        packets.src_addr[rows] = plant.src[which]
+        packets.dst_addr[rows] = plant.dst[which]
+        packets.src_port[rows] = plant.sport[which]
+        packets.dst_port[rows] = plant.dport[which]
+        packets.protocol[rows] = plant.proto[which]
+        packets.tcp_flags[rows] = plant.flags[which]
+        packets.ip_length[rows] = plant.size[which]
+        packets.wire_length[rows] = plant.size[which] + 14
+        packets.eni[rows] = plant.eni[which]
+        packets.direction[rows] = plant.direction[which]

@@ -29,12 +29,13 @@ from pipeline.store import Store
 from pipeline.store_client import OwnerApiStore
 from pipeline.whatif import what_if
 from pipeline.worker import FlowWorker
-from schemas import topics, window_closes
+from schemas import alerts, topics, window_closes
 from schemas.rules import parse_rules
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.5
+_ROW_TABLES = (window_closes.TABLE, alerts.TABLE)  # small tables other workers write through the owner
 
 
 def _faust_broker(settings: Settings) -> tuple[str, dict[str, Any]]:
@@ -177,8 +178,8 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
     class StoreRows(View):
         async def post(self, request: Request) -> Response:
             body = await request.json()
-            if not isinstance(body, dict) or body.get("table") != window_closes.TABLE:
-                return self.json({"error": f"only {window_closes.TABLE} rows are accepted here"}, status=400)
+            if not isinstance(body, dict) or body.get("table") not in _ROW_TABLES:
+                return self.json({"error": f"only {' and '.join(_ROW_TABLES)} rows are accepted here"}, status=400)
             try:
                 await asyncio.to_thread(store.insert_rows, body["table"], body["columns"], body["rows"])
             except (KeyError, FlowLogsError) as exc:

@@ -13,7 +13,8 @@ from pipeline.close_log import CloseLog
 from pipeline.sinks.clickhouse import ClickHouseSink
 from pipeline.rules_topic import RulesFollower
 from pipeline.sinks.flows_process import FlowTopicSink
-from pipeline.sinks.topic import DeadLetterSink
+from pipeline.sinks.alerts import AlertSink
+from pipeline.sinks.topic import AlertProducer, DeadLetterSink
 from pipeline.store_client import open_store
 from pipeline.worker import FlowWorker
 from schemas import topics
@@ -44,6 +45,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
             dead_letter=DeadLetterSink(settings),
             inventory=inventory,
             close_log=close_log,
+            alert_sink=AlertSink(AlertProducer(settings), store),
         )
         latest = rules.latest()
         if latest is not None:

@@ -66,6 +66,7 @@ class ClosedWindows:
     skipped: np.ndarray  # window_eni_codes of the (window, ENI) pairs that lost packets
     nodata: np.ndarray  # window_eni_codes of the pairs watched by an agent with no traffic
     late_through: int  # flows of windows ≤ this were closed before: late packets (log-status LATE)
+    closed_at: float = field(default_factory=time.monotonic)  # when the close was made (alert latency)
 
 
 @dataclass(slots=True)

@@ -16,6 +16,11 @@ Exactly-once in the store, across crashes and rebalances: each close is recorded
 deduplication token. Whoever consumes a partition next repeats the recorded closes at the
 same offsets; a repeated insert is dropped by the store. Records on the flows topic are
 at-least-once, with deterministic flow ids for consumers to drop repeats.
+
+Each batch's flow records (all of them, whatever the record filter) also go through the
+detectors (``pipeline/detect``) while the batch is written; their alerts are published
+at once, not after the store insert, and alerts that could not be published are kept and
+sent with the next batch.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ import pyarrow as pa
 from flowlogs.errors import FlowLogsError, FrameError
 from flowlogs.settings import Settings
 from pipeline.close_log import CloseLog
+from pipeline.detect.detectors import Detectors
 from pipeline.records import FlowRecordBuilder
 from pipeline.rulebook import RuleBook
+from pipeline.sinks.alerts import AlertSink
 from pipeline.sinks.clickhouse import ClickHouseSink
 from pipeline.sinks.flows_process import FlowTopicSink
 from pipeline.sinks.topic import DeadLetterSink
@@ -54,6 +61,10 @@ class WriterStats:
     batches_written: int = 0
     write_failures: int = 0
     last_flush_seconds: float = 0.0
+    alert_write_failures: int = 0
+
+
+_LATENCIES_KEPT = 1000
 
 
 class WriteBatch:
@@ -62,6 +73,7 @@ class WriteBatch:
     def __init__(self, closed: list[ClosedWindows]) -> None:
         self.closed = closed
         self.rows = sum(c.flows.size for c in closed)
+        self.detected = False  # a batch written again is not detected again
 
 
 class FlowWorker:
@@ -74,6 +86,7 @@ class FlowWorker:
         dead_letter: DeadLetterSink,
         inventory: Inventory,
         close_log: CloseLog,
+        alert_sink: AlertSink | None = None,
     ) -> None:
         cfg = settings.worker
         self.settings = settings
@@ -90,6 +103,10 @@ class FlowWorker:
         self.flows_sink = flows_sink
         self.dead_letter = dead_letter
         self.close_log = close_log
+        self.detectors = Detectors(settings, inventory, self.windows.enis.ids) if alert_sink is not None else None
+        self.alert_sink = alert_sink
+        self._alerts_unsent: list[dict[str, Any]] = []
+        self.alert_latencies: list[float] = []  # seconds from a batch's first close to its alerts published
         self.stats = WriterStats()
         self._ack: Ack = lambda _m: None
         self._highwater: Highwater = lambda _p: None
@@ -131,6 +148,8 @@ class FlowWorker:
     async def tick(self) -> None:
         self._collect(self.windows.due(caught_up=self._caught_up))
         await self._start_flush_when_due()
+        if self.detectors is not None:
+            await asyncio.to_thread(self.detectors.reload_threat_lists_when_due)
 
     async def offer_rules(self, published: bytes | None) -> None:
         """The rule set on the rules topic now; a new one is compiled and put in force."""
@@ -246,28 +265,51 @@ class FlowWorker:
     async def _write(self, batch: WriteBatch) -> None:
         """The batch's closes into the close log, then its rows into the store and onto the
         flows topic at the same time (the store insert runs without the GIL)."""
-        records = await asyncio.to_thread(self._record_closes, batch)
+        records, columns = await asyncio.to_thread(self._record_closes, batch)
         results = await asyncio.gather(
             asyncio.to_thread(self._write_store, records),
             asyncio.to_thread(self._write_topic, records),
+            self._detect(batch, columns),
             return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
 
-    def _record_closes(self, batch: WriteBatch) -> list[tuple[ClosedWindows, pa.Table]]:
+    def _record_closes(self, batch: WriteBatch) -> tuple[list[tuple[ClosedWindows, pa.Table]], list[dict[str, Any]]]:
+        """(each close and its records as written, each close's record columns before the filter)."""
         # The closes first: from here on, whoever replays these partitions repeats them.
         self.close_log.record([c.event for c in batch.closed])
         wanted = self.settings.worker.record_filter
-        records = []
+        records, columns = [], []
         for c in batch.closed:
             if c.flows.size:
                 cols = self.builder.columns(c.flows, skipped=c.skipped, nodata=c.nodata, late_through=c.late_through)
+                columns.append(cols)
                 if wanted != "ALL":
                     cols = self.builder.only_action(cols, wanted)
                 records.append((c, self.builder.arrow(cols)))
-        return records
+        return records, columns
+
+    async def _detect(self, batch: WriteBatch, columns: list[dict[str, Any]]) -> None:
+        """Run the detectors on a batch once and publish their alerts (with any left unsent)."""
+        if self.detectors is None or self.alert_sink is None or batch.detected:
+            return
+        self._alerts_unsent += await asyncio.to_thread(self.detectors.observe, columns)
+        batch.detected = True
+        if not self._alerts_unsent:
+            return
+        unsent, self._alerts_unsent = self._alerts_unsent, []
+        try:
+            await asyncio.to_thread(self.alert_sink.write, unsent)
+        except FlowLogsError as exc:
+            self._alerts_unsent = unsent + self._alerts_unsent
+            self.stats.alert_write_failures += 1
+            log.error("publishing %d alerts failed; they go out with the next batch: %s", len(unsent), exc)
+            return
+        # From the batch's first close: the latency of the alerts of its oldest window.
+        first_close = min(c.closed_at for c in batch.closed)
+        self.alert_latencies = [*self.alert_latencies[-_LATENCIES_KEPT + 1 :], time.monotonic() - first_close]
 
     def _write_store(self, records: list[tuple[ClosedWindows, pa.Table]]) -> None:
         for closed, table in records:
@@ -287,4 +329,7 @@ class FlowWorker:
             "enis": len(self.windows.enis.ids),
             "rule_set_version": self.rulebook.version,
             "rule_sets_refused": self.rulebook.refused,
+            **(self.detectors.snapshot() if self.detectors is not None else {}),
+            "alerts_unsent": len(self._alerts_unsent),
+            "alert_latencies": self.alert_latencies[-100:],
         }

@@ -1,4 +1,4 @@
-"""Kafka producers: flow records as JSON on the flows topic; rejected frames on the dead-letter topic.
+"""Kafka producers: flow records and alerts as JSON on their topics; rejected frames on the dead-letter topic.
 
 The worker does not produce flow records itself: :class:`pipeline.sinks.flows_process.FlowTopicSink`
 runs a :class:`FlowRecordProducer` in a child process.
@@ -7,6 +7,9 @@ runs a :class:`FlowRecordProducer` in a child process.
 from __future__ import annotations
 
 import logging
+from typing import Any
+
+import orjson
 import pyarrow as pa
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -86,6 +89,19 @@ class FlowRecordProducer(_KafkaSink):
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until every record produced is acknowledged (raises SinkError if not)."""
+        self._flush(timeout)
+
+
+class AlertProducer(_KafkaSink):
+    """Publishes alert records as JSON on the alerts topic, keyed by alert-id."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, settings.topic(topics.ALERTS.suffix), "flowlogs-worker-alerts")
+
+    def write(self, alerts: list[dict[str, Any]], timeout: float = 30.0) -> None:
+        """Produce ``alerts``; returns once Kafka acknowledged them all (raises SinkError if not)."""
+        for alert in alerts:
+            self._produce(alert["alert-id"].encode(), orjson.dumps(alert))
         self._flush(timeout)
 
 
