@@ -89,6 +89,8 @@ class SyntheticTraffic:
         addresses = [str(e.ips[0]) for e in self.inventory.enis]
         if config.scenarios and config.enis < 4:
             raise ValueError("planted scenarios use ENIs 0–3: give enis ≥ 4")
+        if len(set(config.scenarios)) != len(config.scenarios):
+            raise ValueError(f"a scenario is named twice: {', '.join(config.scenarios)}")
         self._planted = [
             scenarios.planted(name, addresses, config.rate, config.scenario_starts_after) for name in config.scenarios
         ]
@@ -135,13 +137,18 @@ class SyntheticTraffic:
             tcp_flags=flags.astype(np.uint8),
             direction=self._flow_dir[flows],
         )
-        for plant in self._planted:
-            self._plant(packets, plant, times >= np.uint64(start_ns + int(plant.starts_after * 1e9)))
+        if self._planted:
+            # One draw per packet picks which scenario (if any) takes it: shares never overlap.
+            draw = rng.random(n)
+            low = 0.0
+            for plant in self._planted:
+                begun = times >= np.uint64(start_ns + int(plant.starts_after * 1e9))
+                self._plant(packets, plant, np.flatnonzero(begun & (draw >= low) & (draw < low + plant.share)))
+                low += plant.share
         return PacketBatch(eni_ids=self.eni_ids, packets=packets)
 
-    def _plant(self, packets: frame.Packets, plant: scenarios.PlantedFlows, begun: np.ndarray) -> None:
-        """Give ``plant.share`` of the packets (from its start on) to its flows, in place."""
-        rows = np.flatnonzero(begun & (self._rng.random(len(begun)) < plant.share))
+    def _plant(self, packets: frame.Packets, plant: scenarios.PlantedFlows, rows: np.ndarray) -> None:
+        """Give the packets at ``rows`` to the planted flows, in place."""
         which = self._rng.integers(0, plant.size_flows, rows.size)
         packets.src_addr[rows] = plant.src[which]
         packets.dst_addr[rows] = plant.dst[which]

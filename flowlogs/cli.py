@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from agents.scenarios import SCENARIOS
 from flowlogs.errors import ConfigError, FlowLogsError, interrupt
 from flowlogs.output import print_table
 from flowlogs.settings import Settings, load_settings
@@ -83,7 +84,8 @@ def _agent_synthetic(settings: Settings, args: argparse.Namespace) -> int:
     from agents.synthetic import SyntheticConfig
 
     config = SyntheticConfig(
-        enis=args.enis, flows=args.flows, rate=args.rate, duration=args.duration, seed=args.seed, pace=not args.fast
+        enis=args.enis, flows=args.flows, rate=args.rate, duration=args.duration, seed=args.seed, pace=not args.fast,
+        scenarios=tuple(args.scenario), scenario_starts_after=args.scenario_after,
     )
     started = time.monotonic()
     stats = run_synthetic(settings, config)
@@ -289,6 +291,45 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.query import open_reader
+    from pipeline.reports import REPORTS, report_spec, run_report
+
+    if args.list:
+        print_table(
+            ["report", "description", "parameters (default)"],
+            [
+                [s.name, s.description, "  ".join(f"--{p.name}" + (f" ({p.default})" if p.default is not None else "") for p in s.params)]
+                for s in REPORTS.values()
+            ],
+        )
+        return 0
+    if args.name is None:
+        raise ConfigError(f"name a report: {', '.join(REPORTS)}; `flowlogs report --list` describes them")
+    spec = report_spec(args.name)
+    # The report's own flags, generated from its parameters: `flowlogs report NAME --help` lists them.
+    flags = argparse.ArgumentParser(prog=f"flowlogs report {spec.name}", description=spec.description)
+    for param in spec.params:
+        shown = f" (default: {param.default})" if param.default is not None else ""
+        flags.add_argument(f"--{param.name}", metavar=param.kind.upper(), help=param.help + shown)
+    flags.add_argument("--format", choices=["table", "json"], default="table", help="a table, or one JSON object per row")
+    options, unknown = flags.parse_known_args(args.params)
+    if unknown:
+        raise ConfigError(
+            f"report {spec.name} takes {', '.join('--' + p.name for p in spec.params)} and --format, not {' '.join(unknown)}"
+        )
+    given = {p.name: getattr(options, p.name) for p in spec.params if getattr(options, p.name) is not None}
+    settings = _settings(args)
+    with open_reader(settings) as read:
+        result = run_report(read, spec.name, given, settings)
+    if options.format == "json":
+        for row in result.row_dicts():
+            print(json.dumps(row, default=str))
+    else:
+        print_table(result.columns, result.rows, title=f"{spec.name}: {result.describe()}")
+    return 0
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     from schemas import generate
 
@@ -333,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--duration", type=float, default=10.0, help="seconds of traffic")
     a.add_argument("--seed", type=int, default=1)
     a.add_argument("--fast", action="store_true", help="don't pace: capture times advance at --rate, sending as fast as possible")
+    a.add_argument(
+        "--scenario", action="append", default=[], choices=SCENARIOS,
+        help="with --synthetic: plant traffic a detector alarms on (agents/scenarios.py); repeat for several",
+    )
+    a.add_argument("--scenario-after", type=float, default=0.0, metavar="SECONDS", help="capture seconds before planted traffic starts")
     a.add_argument("--frame-packets", type=int, help="packets per frame")
     a.add_argument("--agent-id")
     a.set_defaults(func=cmd_agent)
@@ -351,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--enis", type=int, default=8)
     u.add_argument("--flows", type=int, default=5000)
     u.add_argument("--window", type=int, default=10, help="window length for the demo, seconds")
+    u.add_argument("--scenario", action="append", default=[], choices=SCENARIOS, help="plant traffic that raises alarms; repeat for several")
     u.set_defaults(func=cmd_up)
 
     q = sub.add_parser("query", help="run SQL against the flow store")
@@ -381,6 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
     wi.add_argument("--top", type=int, default=20, help="examples to show (biggest by bytes)")
     wi.add_argument("--format", choices=["table", "json"], default="table")
     wi.set_defaults(func=cmd_whatif)
+
+    rp = sub.add_parser("report", help="run a named report (top talkers, bandwidth, storms, rejects, regions, baselines…)")
+    rp.add_argument("name", nargs="?", help="the report; `flowlogs report --list` names them")
+    rp.add_argument("params", nargs=argparse.REMAINDER, help="the report's flags; `flowlogs report NAME --help` lists them")
+    rp.add_argument("--list", action="store_true", help="list the reports and their parameters")
+    rp.set_defaults(func=cmd_report)
 
     s = sub.add_parser("schemas", help="check or rewrite schemas/generated from the definitions")
     s.add_argument("--write", action="store_true")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from agents import scenarios
 from agents.publisher import PublisherStats
 from agents.runner import run_synthetic
 from agents.synthetic import SyntheticConfig, synthetic_inventory
@@ -30,9 +31,9 @@ console = Console()
 def _progress(sent: PublisherStats, worker: dict[str, Any], elapsed: float) -> Table:
     table = Table(
         title=f"flowlogs up — {elapsed:5.1f} s",
-        caption="packets sent by the agent / received by the worker; flow records out / stored; open windows; dead letters",
+        caption="packets sent by the agent / received by the worker; flow records out / stored; open windows; dead letters; alerts raised",
     )
-    for col in ("sent", "received", "lag", "flows", "stored", "windows", "dead"):
+    for col in ("sent", "received", "lag", "flows", "stored", "windows", "dead", "alerts"):
         table.add_column(col, justify="right")
     packets_in = int(worker.get("packets_in", 0))
     table.add_row(
@@ -43,6 +44,7 @@ def _progress(sent: PublisherStats, worker: dict[str, Any], elapsed: float) -> T
         f"{int(worker.get('rows_written', 0)):,}",
         str(worker.get("open_windows", 0)),
         str(worker.get("dead_letters", 0)),
+        str(worker.get("alerts_raised", 0)),
     )
     return table
 
@@ -70,6 +72,9 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.with_section(
             "worker", window_seconds=args.window, api_port=free_port(), inventory=inventory.resolve(), idle_close_seconds=3
         )
+        planted = tuple(args.scenario)
+        if planted:
+            settings = _demo_detection(settings, planted, args, seed)
         console.print("starting the worker…")
         worker = WorkerProcess(settings, home / "worker.log").start()
         console.print(f"worker API at [bold]{worker.api}[/]; log {worker.log_path}")
@@ -78,7 +83,11 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
         failure: list[Exception] = []
 
         def produce() -> None:
-            config = SyntheticConfig(enis=args.enis, flows=args.flows, rate=args.rate, duration=args.duration, seed=seed)
+            config = SyntheticConfig(
+                enis=args.enis, flows=args.flows, rate=args.rate, duration=args.duration, seed=seed, scenarios=planted,
+                # Uncommon protocols need a learned baseline first (2 windows in the demo).
+                scenario_starts_after=3 * args.window if "uncommon" in planted else 0.0,
+            )
             try:
                 run_synthetic(settings, config, stop=stop, on_progress=lambda s: _copy(s, sent))
             except Exception as exc:  # reported by the main thread, after cleanup of the others
@@ -119,6 +128,9 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
         print_table(columns, rows, title="Top talkers (bytes)")
         t_cols, t_rows = worker.query(reports.totals(since))
         totals = dict(zip(t_cols, t_rows[0]))
+        if planted:
+            a_cols, a_rows = worker.query(ALERTS_SQL)
+            print_table(a_cols, a_rows, title="Alerts")
         console.print(
             f"this run: sent {sent.packets:,} packets / {sent.bytes:,} bytes;"
             f" stored {int(totals['packets'] or 0):,} packets / {int(totals['bytes'] or 0):,} bytes"
@@ -131,6 +143,25 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
             worker.stop()
         if broker is not None:
             broker.stop()
+
+
+ALERTS_SQL = (
+    "SELECT detector, severity, state, updates, source, target, summary FROM alerts FINAL ORDER BY first_seen, detector, source"
+)
+
+
+def _demo_detection(settings: Settings, planted: tuple[str, ...], args: argparse.Namespace, seed: int) -> Settings:
+    """Detection settings the planted scenarios need: the demo threat list, a limit, a short learn period."""
+    if args.enis < 4:
+        raise FlowLogsError("planted scenarios use ENIs 0–3: give --enis 4 or more")
+    lists = settings.home / "threat-lists"
+    lists.mkdir(exist_ok=True)
+    (lists / "demo-threats.netset").write_text(scenarios.THREAT_LIST)
+    eni_ids = [e.id for e in synthetic_inventory(args.enis, seed).enis]
+    detect = scenarios.scenario_settings(planted, eni_ids, args.rate, args.window)
+    return settings.model_copy(
+        update={"detect": settings.detect.model_validate({**settings.detect.model_dump(), **detect, "threat_ip": {"lists": [lists.resolve()]}})}
+    )
 
 
 def _safe_stats(worker: WorkerProcess, previous: dict[str, Any]) -> dict[str, Any]:

@@ -110,3 +110,17 @@ def test_uncommon(tmp_path: Path) -> None:
         ("uncommon_protocol", eni3, "tcp/6667"),
     ]
     assert min(a["first-seen"] for a in alerts.values()) == START_NS // 10**9 + 3 * WINDOW
+
+
+def test_all_scenarios_at_once_raise_each_alarm_and_nothing_else(tmp_path: Path) -> None:
+    alerts = detect_synthetic(_config(*ALL, starts_after=3 * WINDOW), _detect_settings(tmp_path, ALL))
+    eni_ids = SyntheticTraffic(_config()).eni_ids
+    assert sorted((a["detector"], a["source"]) for a in alerts.values()) == sorted(
+        [("address_scan", scenarios.SCAN_SOURCES[0]), ("port_scan", scenarios.SCAN_SOURCES[1])]
+        + [("threat_ip", t) for t in scenarios.THREAT_ADDRESSES]
+        + [("broadcast_storm", next(a["source"] for a in alerts.values() if a["detector"] == "broadcast_storm"))]
+        + [("bandwidth_overuse", eni_ids[2])]
+        + [("uncommon_protocol", eni_ids[3])] * 2
+        # The storm starts after the learning period too: its udp/67 and udp/137 are new on ENI 1.
+        + [("uncommon_protocol", eni_ids[1])]
+    )
