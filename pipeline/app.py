@@ -18,7 +18,7 @@ import pyarrow as pa
 from faust.types import TP
 from faust.web import Request, Response, View
 
-from flowlogs.errors import FlowLogsError
+from flowlogs.errors import ConfigError, FlowLogsError
 from flowlogs.kafka import bootstrap_servers
 from flowlogs.settings import Settings
 from pipeline import store_client
@@ -143,6 +143,16 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
                 return self.json({"error": str(exc)}, status=400)
             return self.json({"columns": columns, "rows": [[_jsonable(v) for v in r] for r in rows]})
 
+    @app.page("/alerts")
+    class Alerts(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                sql, parameters = alerts_query(request.query, now=int(time.time()))
+                columns, rows = await asyncio.to_thread(store.query, sql, parameters, readonly=True)
+            except FlowLogsError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            return self.json({"alerts": [dict(zip(columns, (_jsonable(v) for v in r))) for r in rows]})
+
     @app.page("/whatif")
     class WhatIf(View):
         async def post(self, request: Request) -> Response:
@@ -187,6 +197,29 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
             return self.json({"rows": len(body["rows"])})
 
     return app
+
+
+def alerts_query(query: Any, *, now: int) -> tuple[str, dict[str, Any]]:
+    """SQL and parameters for ``GET /alerts?since=1h&state=open&detector=port_scan&limit=100``
+    (the newest state of each alert, newest first)."""
+    since = parse_time(str(query.get("since", "24h")), option="since", now=now)
+    where, parameters = ["last_seen >= {since:UInt32}"], {"since": since}
+    for name, allowed in (("state", alerts.STATES), ("detector", alerts.DETECTORS), ("severity", alerts.SEVERITIES)):
+        value = query.get(name)
+        if value is not None:
+            if value not in allowed:
+                raise ConfigError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+            where.append(f"{name} = {{{name}:String}}")
+            parameters[name] = value
+    try:
+        limit = int(query.get("limit", 100))
+    except ValueError:
+        raise ConfigError(f"limit {query.get('limit')!r} is not a number") from None
+    if not 1 <= limit <= 10_000:
+        raise ConfigError("limit must be between 1 and 10000")
+    columns = ", ".join(f"{f.column} AS `{f.name}`" for f in alerts.ALERT_FIELDS)
+    sql = f"SELECT {columns} FROM {alerts.TABLE} FINAL WHERE {' AND '.join(where)} ORDER BY raised_at DESC LIMIT {limit}"
+    return sql, parameters
 
 
 def _read_only(store: Store | OwnerApiStore) -> Reader:
