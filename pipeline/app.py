@@ -24,6 +24,7 @@ from flowlogs.settings import Settings
 from pipeline import store_client
 from pipeline.export import parse_time
 from pipeline.query import Reader
+from pipeline.reports import REPORTS, run_report
 from pipeline.rules_topic import RulesFollower
 from pipeline.store import Store
 from pipeline.store_client import OwnerApiStore
@@ -152,6 +153,28 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
             except FlowLogsError as exc:
                 return self.json({"error": str(exc)}, status=400)
             return self.json({"alerts": [dict(zip(columns, (_jsonable(v) for v in r))) for r in rows]})
+
+    @app.page("/reports")
+    class Reports(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({
+                "reports": [
+                    {"name": spec.name, "description": spec.description, "parameters": [p.as_dict() for p in spec.params]}
+                    for spec in REPORTS.values()
+                ]
+            })
+
+    @app.page("/reports/{name}")
+    class Report(View):
+        async def get(self, request: Request, name: str) -> Response:
+            try:
+                result = await asyncio.to_thread(run_report, _read_only(store), name, dict(request.query), settings)
+            except FlowLogsError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            return self.json({
+                "report": name, "table": result.table, "since": result.since, "until": result.until,
+                "columns": result.columns, "rows": [[_jsonable(v) for v in r] for r in result.rows],
+            })
 
     @app.page("/whatif")
     class WhatIf(View):

@@ -5,6 +5,7 @@ flows starts matching without a restart; alerts reach the alerts topic and the a
 from __future__ import annotations
 
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +83,15 @@ def test_planted_scans_and_a_list_reloaded_while_traffic_flows(settings_factory,
     assert {r[0]: r[4] for r in rows} == {a["alert-id"]: a["updates"] for a in latest.values()}
     stats = worker.stats()
     assert stats["alerts_unsent"] == 0 and stats["threat_lists_version"] == 2 and stats["alert_latencies"]
+
+    # The same alerts through the API, filtered; and reports over the same flows.
+    port_scans = worker.get("/alerts?detector=port_scan&since=1h")["alerts"]
+    assert [(a["alert-id"], a["source"]) for a in port_scans] == [(port["alert-id"], scenarios.SCAN_SOURCES[1])]
+    for bad in ("/alerts?state=burning", "/alerts?limit=0", "/reports/no-such-report", "/reports/top-talkers?by=srcaddr;DROP"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            worker.get(bad)
+        assert refused.value.code == 400
+    names = {r["name"] for r in worker.get("/reports")["reports"]}
+    assert {"top-talkers", "bandwidth", "storm-sources", "overuse", "rejects-by-rule", "access-regions", "baselines"} <= names
+    top = worker.get("/reports/top-talkers?since=1h&by=srcaddr&metric=packets&limit=3")
+    assert top["columns"][0] == "src" and len(top["rows"]) == 3
