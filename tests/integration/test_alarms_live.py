@@ -91,6 +91,7 @@ def test_planted_scans_and_a_list_reloaded_while_traffic_flows(settings_factory,
         with pytest.raises(urllib.error.HTTPError) as refused:
             worker.get(bad)
         assert refused.value.code == 400
+        refused.value.close()  # an HTTPError holds the response's socket
     names = {r["name"] for r in worker.get("/reports")["reports"]}
     assert {"top-talkers", "bandwidth", "storm-sources", "overuse", "rejects-by-rule", "access-regions", "baselines"} <= names
     top = worker.get("/reports/top-talkers?since=1h&by=srcaddr&metric=packets&limit=3")
