@@ -15,6 +15,7 @@ from rich.console import Console
 
 from agents.scenarios import SCENARIOS
 from flowlogs.errors import ConfigError, FlowLogsError, interrupt
+from flowlogs.incidents import add_parsers as add_incident_parsers
 from flowlogs.output import print_table
 from flowlogs.settings import Settings, load_settings
 
@@ -202,12 +203,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     check_format(args.format)
     now = time.time()
-    scope = ExportRange(
-        since=parse_time(args.since, option="--since", now=now),
-        until=parse_time(args.until, option="--until", now=now) if args.until else int(now),
-        interface=args.interface,
-    )
     settings = _settings(args)
+    result_set = getattr(args, "result_set", None)
+    since, until = None, int(now)
+    if result_set is not None:  # a snapshot or a rewind: its own range unless narrowed
+        from pipeline.results import open_result_sets
+
+        with open_result_sets(settings) as results:
+            described = results.show(result_set)
+        since, until = int(described["from"]), int(described["to"])
+    if args.since:
+        since = parse_time(args.since, option="--since", now=now)
+    if args.until:
+        until = parse_time(args.until, option="--until", now=now)
+    if since is None:
+        raise ConfigError("give --since (or --result-set NAME)")
+    scope = ExportRange(since=since, until=until, interface=args.interface, result_set=result_set)
     if args.account_id is not None:
         settings = settings.with_section("export", account_id=args.account_id)
     with Progress(
@@ -406,13 +417,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_query)
 
     e = sub.add_parser("export", help="write stored flow records as Tencent/AWS flow-log text, JSON lines or Parquet")
-    e.add_argument("--since", required=True, help="windows starting at or after: an age (30m, 1h, 2d) or an ISO time (UTC if no zone)")
+    e.add_argument("--since", help="windows starting at or after: an age (30m, 1h, 2d) or an ISO time (UTC if no zone)")
     e.add_argument("--until", help="windows starting before this (same forms; default: now)")
     e.add_argument("--format", required=True, metavar="tencent|aws|jsonl|parquet")
     e.add_argument("--output", type=Path, metavar="FILE", help="write here (default: stdout)")
     e.add_argument("--interface", metavar="ENI", help="only this ENI's records")
     e.add_argument("--account-id", help="account-id of tencent/aws lines (default: the export.account_id setting, else '-')")
+    e.add_argument("--result-set", metavar="NAME", help="a snapshot's or rewind's records instead of live ones (its range unless --since/--until)")
     e.set_defaults(func=cmd_export)
+
+    add_incident_parsers(sub, _settings, cmd_export)
 
     r = sub.add_parser("rules", help="validate and publish a security-group / network-ACL rule set, or show the one in force")
     r.add_argument("action", choices=["apply", "show"])

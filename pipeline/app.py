@@ -18,13 +18,14 @@ import pyarrow as pa
 from faust.types import TP
 from faust.web import Request, Response, View
 
-from flowlogs.errors import ConfigError, FlowLogsError
+from flowlogs.errors import ConfigError, FlowLogsError, StoreError
 from flowlogs.kafka import bootstrap_servers
 from flowlogs.settings import Settings
 from pipeline import store_client
 from pipeline.export import parse_time
 from pipeline.query import Reader
 from pipeline.reports import REPORTS, run_report
+from pipeline.results import ResultSets
 from pipeline.rules_topic import RulesFollower
 from pipeline.store import Store
 from pipeline.store_client import OwnerApiStore
@@ -176,6 +177,51 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
                 "columns": result.columns, "rows": [[_jsonable(v) for v in r] for r in result.rows],
             })
 
+    # Result sets (rewinds, snapshots) for tools in other processes: pipeline/results.py.
+    @app.page("/results")
+    class ResultSetList(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                return self.json({"results": await asyncio.to_thread(_result_sets(store).list)})
+            except FlowLogsError as exc:
+                return self.json({"error": str(exc)}, status=400)
+
+    @app.page("/results/{name}")
+    class ResultSet(View):
+        async def get(self, request: Request, name: str) -> Response:
+            try:
+                return self.json(await asyncio.to_thread(_result_sets(store).show, name))
+            except FlowLogsError as exc:
+                return self.json({"error": str(exc)}, status=400)
+
+        async def delete(self, request: Request, name: str) -> Response:
+            try:
+                return self.json({"deleted": await asyncio.to_thread(_result_sets(store).delete, name)})
+            except FlowLogsError as exc:
+                return self.json({"error": str(exc)}, status=400)
+
+    @app.page("/results/{name}/{step}")
+    class ResultSetStep(View):
+        async def post(self, request: Request, name: str, step: str) -> Response:
+            try:
+                results = _result_sets(store)
+                if step == "rows":
+                    data = pa.ipc.open_stream(await request.read()).read_all()
+                    await asyncio.to_thread(results.insert, name, str(request.query.get("table")), data)
+                    return self.json({"rows": data.num_rows})
+                body = await request.json()
+                if step == "begin":
+                    await asyncio.to_thread(results.begin, name)
+                    return self.json({"name": name})
+                if step == "snapshot":
+                    await asyncio.to_thread(results.snapshot, name, int(body["since"]), int(body["until"]), str(body["scope"]))
+                    return self.json({"name": name})
+                if step == "describe":
+                    return self.json(await asyncio.to_thread(results.describe, {**body, "name": name}))
+            except (pa.ArrowInvalid, KeyError, TypeError, ValueError, FlowLogsError) as exc:
+                return self.json({"error": f"{type(exc).__name__}: {exc}" if not isinstance(exc, FlowLogsError) else str(exc)}, status=400)
+            return self.json({"error": f"no result-set step {step!r}: begin, rows, snapshot or describe"}, status=404)
+
     @app.page("/whatif")
     class WhatIf(View):
         async def post(self, request: Request) -> Response:
@@ -243,6 +289,12 @@ def alerts_query(query: Any, *, now: int) -> tuple[str, dict[str, Any]]:
     columns = ", ".join(f"{f.column} AS `{f.name}`" for f in alerts.ALERT_FIELDS)
     sql = f"SELECT {columns} FROM {alerts.TABLE} FINAL WHERE {' AND '.join(where)} ORDER BY raised_at DESC LIMIT {limit}"
     return sql, parameters
+
+
+def _result_sets(store: Store | OwnerApiStore) -> ResultSets:
+    if not isinstance(store, Store):
+        raise StoreError("this worker does not own the store; ask the worker that does")
+    return ResultSets(store)
 
 
 def _read_only(store: Store | OwnerApiStore) -> Reader:

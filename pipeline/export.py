@@ -34,6 +34,7 @@ from pipeline.query import Reader, open_reader
 from pipeline.records import arrow_type
 from pipeline.reports import address_text
 from schemas.flow_record import FIELD_NAMES, FLOW_FIELDS, FLOWS_TABLE, FlowField, sql_string
+from schemas import saved
 
 FORMATS = ("tencent", "aws", "jsonl", "parquet")
 
@@ -72,11 +73,17 @@ def _iso(seconds: int) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExportRange:
-    """Windows starting in [since, until), Unix seconds; optionally one ENI."""
+    """Windows starting in [since, until), Unix seconds; optionally one ENI; live flows or
+    the flows of a result set (a rewind or a snapshot, ``schemas/saved.py``)."""
 
     since: int
     until: int
     interface: str | None = None
+    result_set: str | None = None
+
+    @property
+    def table(self) -> str:
+        return FLOWS_TABLE if self.result_set is None else saved.FLOWS_TABLE
 
     def __post_init__(self) -> None:
         if self.until <= self.since:
@@ -90,6 +97,8 @@ class ExportRange:
             parts = [f"window_start BETWEEN toDateTime({first}) AND toDateTime({last})"]
         if self.interface is not None:
             parts.append(f"interface_id = {sql_string(self.interface)}")
+        if self.result_set is not None:
+            parts.append(f"result_set = {sql_string(self.result_set)}")
         return " AND ".join(parts)
 
 
@@ -142,13 +151,13 @@ def plan_pages(window_rows: Iterable[tuple[int, int]], page_rows: int) -> Iterat
 
 def window_rows_sql(scope: ExportRange) -> str:
     return (
-        f"SELECT toUnixTimestamp(window_start), count() FROM {FLOWS_TABLE} WHERE {scope.where()}"
+        f"SELECT toUnixTimestamp(window_start), count() FROM {scope.table} WHERE {scope.where()}"
         " GROUP BY window_start ORDER BY window_start"
     )
 
 
 def page_sql(scope: ExportRange, page: Page) -> str:
-    query = f"SELECT {_SELECT} FROM {FLOWS_TABLE} WHERE {scope.where(page.first, page.last)}"
+    query = f"SELECT {_SELECT} FROM {scope.table} WHERE {scope.where(page.first, page.last)}"
     if page.limit is None:
         return query + " ORDER BY window_start, interface_id, flow_id"
     return query + f" ORDER BY interface_id, flow_id LIMIT {page.limit} OFFSET {page.offset}"

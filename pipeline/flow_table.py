@@ -30,7 +30,7 @@ _EMPTY = -1
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _MIX2 = np.uint64(0xBF58476D1CE4E5B9)
 _WINDOW_SHIFT = np.uint64(16)
-_ALL_WINDOWS = (1 << 48) - 1  # window indexes fill the key's top 48 bits
+ALL_WINDOWS = (1 << 48) - 1  # window indexes fill the key's top 48 bits
 # A row: the key's words, then the counters.
 _PACKETS, _BYTES, _FIRST, _LAST, _FLAGS = range(KEY_WIDTH, KEY_WIDTH + 5)
 _ROW = KEY_WIDTH + 5
@@ -181,7 +181,7 @@ def aggregate_packets(packets: Packets, eni_index: np.ndarray, window_ns: int) -
     """The flows of one batch of packets, in key-hash order."""
     table = FlowTable()
     table.add_packets(packets, eni_index, window_ns)
-    return table.take(_ALL_WINDOWS)
+    return table.take(ALL_WINDOWS)
 
 
 def _in_hash_order(flows: FlowAggregate) -> FlowAggregate:

@@ -18,6 +18,7 @@ import ipaddress
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+import dataclasses
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -38,9 +39,9 @@ from pipeline.report_sql import (
     totals,
     traffic_per_eni,
 )
-from pipeline.table_choice import Table, choose_table, retention_days
-from schemas import addresses
-from schemas.flow_record import DIRECTIONS
+from pipeline.table_choice import RAW, Table, choose_table, retention_days
+from schemas import addresses, saved
+from schemas.flow_record import DIRECTIONS, sql_string
 from schemas.inventory import load_inventory
 
 __all__ = [
@@ -213,6 +214,10 @@ UNTIL = ReportParam("until", "time", None, "flow windows starting before this (s
 LIMIT = ReportParam("limit", "int", None, "rows to show (default: the report.top setting)", minimum=1)
 STEP = ReportParam("step", "seconds", "60", "time step: seconds or 5m, 1h… (at least 60)", minimum=60)
 INTERFACE = ReportParam("interface", "text", None, "only this ENI (default: every ENI)", pattern=ID_PATTERN)
+LIVE = "live"
+SOURCE = ReportParam(
+    "source", "text", LIVE, "live flows, or a snapshot's or rewind's flows by its name", pattern=saved.NAME_PATTERN.pattern
+)
 
 
 # --- shared steps ---------------------------------------------------------------------------
@@ -235,7 +240,12 @@ def _whole_steps(since: int, until: int, step: int) -> tuple[int, int]:
     return first, end
 
 
-def _choose(settings: Settings, since: int, until: int, step: int | None, needs: tuple[str, ...], now: int) -> Table:
+def _choose(
+    settings: Settings, values: Mapping[str, Any], since: int, until: int, step: int | None, needs: tuple[str, ...], now: int
+) -> Table:
+    if values["source"] != LIVE:  # a result set: its own flow records, raw (result sets have no rollups)
+        rows = f"(SELECT * FROM {saved.FLOWS_TABLE} WHERE result_set = {sql_string(values['source'])})"
+        return dataclasses.replace(RAW, name=rows)
     return choose_table(since, until, step, needs, retention=retention_days(settings.store), now=now)
 
 
@@ -255,7 +265,7 @@ def _read(read: Reader, sql: str, columns: Sequence[str], table: Table, since: i
 def _top_talkers(read: Reader, values: Mapping[str, Any], settings: Settings, now: int) -> ReportResult:
     since, until = _time_range(values, now)
     by = tuple(values["by"])
-    table = _choose(settings, since, until, None, by, now)
+    table = _choose(settings, values, since, until, None, by, now)
     sql = report_sql.talkers_sql(table, by, values["metric"], _limit(values, settings), since, until)
     return _read(read, sql, report_sql.talkers_columns(by), table, since, until)
 
@@ -263,7 +273,7 @@ def _top_talkers(read: Reader, values: Mapping[str, Any], settings: Settings, no
 def _bandwidth(read: Reader, values: Mapping[str, Any], settings: Settings, now: int) -> ReportResult:
     step = values["step"]
     since, until = _whole_steps(*_time_range(values, now), step)
-    table = _choose(settings, since, until, step, ("interface_id",), now)
+    table = _choose(settings, values, since, until, step, ("interface_id",), now)
     sql = report_sql.bandwidth_sql(table, step, since, until, values["interface"])
     return _read(read, sql, report_sql.BANDWIDTH_COLUMNS, table, since, until)
 
@@ -282,7 +292,7 @@ def _subnet_broadcasts(settings: Settings) -> dict[str, ipaddress.IPv4Address]:
 
 def _storm_sources(read: Reader, values: Mapping[str, Any], settings: Settings, now: int) -> ReportResult:
     since, until = _time_range(values, now)
-    table = _choose(settings, since, until, None, ("srcaddr", "dstaddr", "interface_id", "subnet_id"), now)
+    table = _choose(settings, values, since, until, None, ("srcaddr", "dstaddr", "interface_id", "subnet_id"), now)
     sql = report_sql.storm_sources_sql(table, since, until, _limit(values, settings), _subnet_broadcasts(settings))
     return _read(read, sql, report_sql.STORM_SOURCE_COLUMNS, table, since, until)
 
@@ -290,7 +300,7 @@ def _storm_sources(read: Reader, values: Mapping[str, Any], settings: Settings, 
 def _overuse(read: Reader, values: Mapping[str, Any], settings: Settings, now: int) -> ReportResult:
     step = values["step"]
     since, until = _whole_steps(*_time_range(values, now), step)
-    table = _choose(settings, since, until, step, ("interface_id", "vpc_id", "subnet_id"), now)
+    table = _choose(settings, values, since, until, step, ("interface_id", "vpc_id", "subnet_id"), now)
     sql = report_sql.eni_peaks_sql(table, step, since, until)
     peaks = _read(read, sql, report_sql.ENI_PEAK_COLUMNS, table, since, until)
     ranked = []
@@ -314,7 +324,7 @@ def _overuse(read: Reader, values: Mapping[str, Any], settings: Settings, now: i
 
 def _rejects_by_rule(read: Reader, values: Mapping[str, Any], settings: Settings, now: int) -> ReportResult:
     since, until = _time_range(values, now)
-    table = _choose(settings, since, until, None, ("action", "rule_layer", "rule_id", "srcaddr"), now)
+    table = _choose(settings, values, since, until, None, ("action", "rule_layer", "rule_id", "srcaddr"), now)
     sql = report_sql.rejects_by_rule_sql(table, since, until, _limit(values, settings))
     return _read(read, sql, report_sql.REJECT_COLUMNS, table, since, until)
 
@@ -322,7 +332,7 @@ def _rejects_by_rule(read: Reader, values: Mapping[str, Any], settings: Settings
 def _access_regions(read: Reader, values: Mapping[str, Any], settings: Settings, now: int) -> ReportResult:
     since, until = _time_range(values, now)
     direction = None if values["direction"] == "both" else values["direction"]
-    table = _choose(settings, since, until, None, ("flow_direction", "srcaddr", "dstaddr"), now)
+    table = _choose(settings, values, since, until, None, ("flow_direction", "srcaddr", "dstaddr"), now)
     _, rows = read(report_sql.remote_addresses_sql(table, since, until, direction))
     columns = ["country", "bytes", "packets", "records", "remotes"]
     if not rows:
@@ -356,7 +366,7 @@ def _baselines(read: Reader, values: Mapping[str, Any], settings: Settings, now:
     latest = until - _HOUR  # the latest complete hour: judged against the hours before it
     if latest <= since:
         raise ConfigError("baselines need more than one hour: give an earlier since (default 4w)")
-    table = _choose(settings, since, until, _HOUR, ("interface_id",), now)
+    table = _choose(settings, values, since, until, _HOUR, ("interface_id",), now)
     if values["show"] == "baseline":
         weeks = [0] * report_sql.HOURS_PER_WEEK
         for hour in range(since, latest, _HOUR):
@@ -440,3 +450,5 @@ REPORTS: dict[str, ReportSpec] = {
         ),
     )
 }
+# Every report reads live flows or a result set (schemas/saved.py): --source NAME.
+REPORTS = {name: dataclasses.replace(spec, params=(*spec.params, SOURCE)) for name, spec in REPORTS.items()}

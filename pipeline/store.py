@@ -23,7 +23,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from flowlogs.errors import StoreError, StoreLockedError
 from flowlogs.settings import Settings
 from pipeline.table_choice import retention_days
-from schemas import alerts, flow_record, rollups, window_closes
+from schemas import alerts, flow_record, rollups, saved, window_closes
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,8 @@ class Store:
         self._release_ownership()
 
     def migrate(self) -> None:
-        """Create the database, the flows table, its rollups, the close log and the alerts table if missing; apply the TTLs.
+        """Create the database, the flows table, its rollups, the close log, the alerts table and
+        the result-set tables if missing; apply the TTLs.
 
         Idempotent. A rollup created next to a ``flows`` table that already holds rows is
         filled from it before its view starts adding new inserts; that is exact when no other
@@ -144,6 +145,9 @@ class Store:
             self._apply_ttl(db, rollup.table, rollups.BUCKET, ttl[rollup.table])
         self.command(window_closes.create_table_ddl(f"{db}.{window_closes.TABLE}"))
         self.command(alerts.create_table_ddl(f"{db}.{alerts.TABLE}"))
+        self.command(saved.result_sets_ddl(f"{db}.{saved.RESULT_SETS_TABLE}"))
+        self.command(saved.saved_flows_ddl(f"{db}.{saved.FLOWS_TABLE}"))
+        self.command(saved.saved_packets_ddl(f"{db}.{saved.PACKETS_TABLE}"))
         self._client.database = db  # unqualified names in queries mean the flows database
 
     def _add_new_columns(self, db: str) -> None:
@@ -217,6 +221,15 @@ class Store:
                 self._client.insert_arrow(target, table, settings=settings)
             except ClickHouseError as exc:
                 raise StoreError(f"insert of {table.num_rows} flow rows into {target} failed: {exc}") from exc
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        """An Arrow table into a table of the flows database (result sets' rows)."""
+        target = f"{self.settings.store.database}.{table}"
+        with self._lock:
+            try:
+                self._client.insert_arrow(target, data)
+            except ClickHouseError as exc:
+                raise StoreError(f"insert of {data.num_rows} rows into {target} failed: {exc}") from exc
 
     def insert_rows(self, table: str, columns: list[str], rows: list[list[Any]]) -> None:
         """Plain rows into a small table of the flows database (the close log)."""

@@ -495,7 +495,7 @@ def test_cli_lists_the_reports_and_refuses_bad_input(cli_home: Path, capsys: pyt
     assert cli.main(["report", "top-talkers", "--by", "srcaddr; DROP TABLE flows"]) == 2
     assert "is not in interface_id" in capsys.readouterr().err
     assert cli.main(["report", "bandwidth", "--by", "srcaddr"]) == 2
-    takes = "report bandwidth takes --since, --until, --step, --interface and --format, not --by srcaddr"
+    takes = "report bandwidth takes --since, --until, --step, --interface, --source and --format, not --by srcaddr"
     assert takes in capsys.readouterr().err
     assert cli.main(["report", "nope"]) == 2
     assert "no report named 'nope'" in capsys.readouterr().err
