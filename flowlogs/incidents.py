@@ -91,11 +91,15 @@ def cmd_snapshot(settings: Settings, args: argparse.Namespace, export: Command) 
     from pipeline.snapshots import create_snapshot
 
     if args.action == "export":
-        args.result_set = args.name
+        args.result_set, args.format = args.name, args.format or "jsonl"
         return export(args)
     with open_result_sets(settings) as results:
         if args.action == "list":
             found = results.list()
+            if args.format == "jsonl":
+                for r in found:
+                    print(json.dumps(r))
+                return 0
             print_table(["name", "kind", "from", "to", "scope", "window", "flows", "packets", "frames"], [
                 [r["name"], r["kind"], _iso(r["from"]), _iso(r["to"]), r["scope"], r["window_seconds"], r["flows"], r["packets"], "yes" if r["with_frames"] else "no"]
                 for r in found
@@ -150,7 +154,7 @@ def add_parsers(sub: Any, settings_of: Callable[[argparse.Namespace], Settings],
     sn.add_argument("--to", help="create: windows starting before this (default: now)")
     sn.add_argument("--scope", default="all", help=scope_help)
     sn.add_argument("--with-frames", action="store_true", help="create: keep the raw packet metadata too (read back from the frames topic)")
-    sn.add_argument("--format", default="jsonl", metavar="tencent|aws|jsonl|parquet", help="export: output format")
+    sn.add_argument("--format", metavar="tencent|aws|jsonl|parquet", help="export: output format (default jsonl); list: jsonl for JSON lines")
     sn.add_argument("--output", type=Path, metavar="FILE", help="export: write here (default: stdout)")
     sn.add_argument("--since", default=None, help=argparse.SUPPRESS)
     sn.add_argument("--until", default=None, help=argparse.SUPPRESS)

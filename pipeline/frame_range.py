@@ -1,16 +1,16 @@
 """FrameRange: the raw frames of a capture-time range, read back from the frames topic.
 
 Kafka finds offsets by message timestamp, and a frame's timestamp is when the agent
-produced it: a little after its packets were captured (at most ``agent.frame_seconds``
-plus the producer's linger, or ``agent.delivery_timeout_seconds`` when Kafka was slow —
-later than that the agent drops the frame). So each partition is read from the first
-message stamped at or after ``since − margin`` until the first stamped at or after
-``until + margin`` (or its end), with ``margin`` = that delivery timeout + frame span + a
-few seconds; then packets are kept by their own capture time, exactly ``[since, until)``.
-Both range ends are therefore exact, whatever the agent's delays.
+produced it — never before its packets were captured. So each partition is read from the
+first message stamped at or after ``since − margin`` (nothing stamped earlier can hold a
+packet of the range) and until the first frame whose own capture time starts at or after
+``until + margin`` (frames go out oldest first, out of order only by producer retries
+within ``agent.delivery_timeout_seconds``; ``margin`` = that timeout + a frame's span + a
+few seconds) or the partition's end. Packets are then kept by their capture time,
+exactly ``[since, until)``: both range ends are exact, for live capture and replays alike.
 
 A range whose start is older than what the topic still holds is refused, naming the
-oldest capture time still there and the retention setting.
+oldest time still there and the retention setting.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class FrameRange:
         try:
             bounds = self._bounds(consumer, timeout)
             self.progress.messages_total = sum(high - first for _, first, high in bounds)
-            stop_ms = self.until_ns // _NS_PER_MS + self.margin_ms
+            stop_ns = self.until_ns + self.margin_ms * _NS_PER_MS
             for partition, first, high in bounds:
                 consumer.assign([TopicPartition(self.topic, partition, first)])
                 offset = first - 1
@@ -128,10 +128,15 @@ class FrameRange:
                         raise FlowLogsError(f"reading {self.topic}: {message.error()}")
                     offset = message.offset()
                     self.progress.messages += 1
-                    _, stamp_ms = message.timestamp()
-                    if stamp_ms >= stop_ms:  # produced after the range's last frames could have been
-                        break
-                    kept = self._in_range(message.value(), f"{self.topic}/{partition}/{offset}")
+                    try:
+                        decoded = frame.decode(message.value())
+                    except FrameError as exc:
+                        self.progress.rejected_frames += 1
+                        log.warning("frame at %s/%d/%d skipped (%s): %s", self.topic, partition, offset, exc.reason, exc)
+                        continue
+                    if decoded.first_time_ns >= stop_ns and decoded.packet_count:
+                        break  # captured a margin past the range: what follows is later still
+                    kept = self._in_range(decoded)
                     if kept is not None:
                         yield partition, kept
                 self.progress.messages += max(high - offset - 1, 0)  # skipped: past the range
@@ -141,13 +146,7 @@ class FrameRange:
         finally:
             consumer.close()
 
-    def _in_range(self, value: bytes, source: str) -> Frame | None:
-        try:
-            decoded = frame.decode(value)
-        except FrameError as exc:
-            self.progress.rejected_frames += 1
-            log.warning("frame at %s skipped (%s): %s", source, exc.reason, exc)
-            return None
+    def _in_range(self, decoded: Frame) -> Frame | None:
         times = decoded.packets.capture_time_ns
         keep = (times >= np.uint64(self.since_ns)) & (times < np.uint64(self.until_ns))
         if self.enis is not None:

@@ -92,3 +92,26 @@ def test_names_are_taken_once_and_delete_removes_everything(store: Store, tmp_pa
     assert results.list() == [] and store.query("SELECT count() FROM saved_flows")[1] == [(0,)]
     with pytest.raises(ConfigError, match="no result set named"):
         results.show("one")
+
+
+def test_the_snapshot_commands(tmp_path: Path) -> None:
+    from tests.test_cli import flowlogs
+
+    store = Store(Settings(home=tmp_path))
+    store.start()
+    ClickHouseSink(store).write([flow_rows(_today() - DAY, 1, seed=6)])
+    store.stop()
+    since, until = _iso(_today() - DAY), _iso(_today() - DAY + 1800)
+    made = flowlogs("snapshot", "create", "half-hour", "--from", since, "--to", until, home=tmp_path)
+    assert made.returncode == 0, made.stderr
+    flows = json.loads(made.stdout)["flows"]
+    listed = flowlogs("snapshot", "list", "--format", "jsonl", home=tmp_path)
+    assert [(r["name"], r["kind"], r["flows"]) for r in map(json.loads, listed.stdout.splitlines())] == [("half-hour", "snapshot", flows)]
+    exported = flowlogs("snapshot", "export", "half-hour", "--format", "aws", home=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert len(exported.stdout.splitlines()) == flows + 1  # the AWS header line, then one line per record
+    assert flowlogs("snapshot", "create", "half-hour", "--from", since, home=tmp_path).returncode == 2  # taken
+    missing = flowlogs("snapshot", "show", home=tmp_path)
+    assert missing.returncode == 2 and "needs a name" in missing.stderr and "Traceback" not in missing.stderr
+    assert flowlogs("snapshot", "delete", "half-hour", home=tmp_path).returncode == 0
+    assert flowlogs("snapshot", "delete", "half-hour", home=tmp_path).returncode == 1
