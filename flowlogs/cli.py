@@ -15,6 +15,7 @@ from rich.console import Console
 
 from agents.scenarios import SCENARIOS
 from flowlogs.errors import ConfigError, FlowLogsError, interrupt
+from flowlogs.flow_logs_cli import add_parser as add_flowlog_parser
 from flowlogs.incidents import add_parsers as add_incident_parsers
 from flowlogs.output import print_table
 from flowlogs.settings import Settings, load_settings
@@ -427,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     add_incident_parsers(sub, _settings, cmd_export)
+    add_flowlog_parser(sub, _settings)
 
     r = sub.add_parser("rules", help="validate and publish a security-group / network-ACL rule set, or show the one in force")
     r.add_argument("action", choices=["apply", "show"])

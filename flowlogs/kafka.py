@@ -44,6 +44,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
         topics.DEAD_LETTER: {"max.message.bytes": str(8 * 1024 * 1024)},
         topics.RULES: {"cleanup.policy": "compact", "max.message.bytes": str(8 * 1024 * 1024)},
         topics.ALERTS: {},
+        topics.FLOW_LOGS: {"cleanup.policy": "compact"},
     }
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
@@ -52,7 +53,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     new = [
         NewTopic(
             spec.name(settings.kafka.topic_prefix),
-            # One rule set, in order: one partition.
+            # Configuration topics (rule sets, flow logs) are read whole, in order: one partition.
             num_partitions=1 if spec.compacted else settings.kafka.partitions,
             replication_factor=settings.kafka.replication_factor,
             config=config,

@@ -10,6 +10,7 @@ under ``.flowlogs/``.
 from __future__ import annotations
 
 import os
+import secrets
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -217,6 +218,14 @@ class DetectSettings(DetectorSettings):
             raise ConfigError(f"detect.overrides for {'/'.join(scope_ids)}: {_problems(exc)}") from exc
 
 
+class ApiSettings(_Section):
+    token: str | None = Field(
+        None, min_length=16,
+        description="bearer token every mutation of the worker API needs; unset = one generated in <home>/api-token",
+    )
+    token_for_reads: bool = Field(False, description="require the token for reads too")
+
+
 class ReportSettings(_Section):
     geoip_mmdb: Path | None = Field(
         None, description="a MaxMind-format country database (GeoLite2/DB-IP .mmdb); unset = the bundled dataset"
@@ -265,6 +274,7 @@ class Settings(BaseSettings):
     export: ExportSettings = ExportSettings()
     detect: DetectSettings = DetectSettings()
     report: ReportSettings = ReportSettings()
+    api: ApiSettings = ApiSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -280,6 +290,30 @@ class Settings(BaseSettings):
     @property
     def chdb_path(self) -> Path:
         return self.store.path or self.home / "chdb"
+
+    def api_token(self) -> str:
+        """The worker API's bearer token: ``api.token``, else the one generated in
+        ``<home>/api-token`` (made on first use, readable by this user only)."""
+        if self.api.token:
+            return self.api.token
+        path = self.home / "api-token"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            self.home.mkdir(parents=True, exist_ok=True)
+            token = secrets.token_urlsafe(24)
+            # Written aside, then linked into place: a reader never sees a half-written file.
+            partial = path.with_name(f".api-token.{os.getpid()}")
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(token + "\n")
+            try:
+                os.link(partial, path)
+            except FileExistsError:  # another process made it first
+                token = path.read_text().strip()
+            finally:
+                partial.unlink()
+            return token
 
     def topic(self, suffix: str) -> str:
         return self.kafka.topic_prefix + suffix

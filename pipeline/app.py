@@ -21,11 +21,13 @@ from faust.web import Request, Response, View
 from flowlogs.errors import ConfigError, FlowLogsError, StoreError
 from flowlogs.kafka import bootstrap_servers
 from flowlogs.settings import Settings
-from pipeline import store_client
+from pipeline import management_api, store_client
+from pipeline.api_auth import ApiGuard
 from pipeline.export import parse_time
 from pipeline.query import Reader
 from pipeline.reports import REPORTS, run_report
 from pipeline.results import ResultSets
+from pipeline.flow_log_registry import FlowLogFollower
 from pipeline.rules_topic import RulesFollower
 from pipeline.store import Store
 from pipeline.store_client import OwnerApiStore
@@ -55,7 +57,9 @@ def _faust_broker(settings: Settings) -> tuple[str, dict[str, Any]]:
     return url, extra
 
 
-def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiStore, rules: RulesFollower) -> faust.App:
+def create_app(
+    settings: Settings, worker: FlowWorker, store: Store | OwnerApiStore, rules: RulesFollower, flow_logs: FlowLogFollower
+) -> faust.App:
     cfg = settings.worker
     url, extra = _faust_broker(settings)
     # Frames wait unacknowledged for a window plus lateness; don't call that a livelock.
@@ -105,6 +109,7 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
     @app.timer(TICK_SECONDS)
     async def close_due_windows() -> None:
         await worker.offer_rules(rules.latest())
+        worker.offer_flow_logs(flow_logs.flow_logs(), flow_logs.changes)
         await worker.tick()
 
     @app.on_before_shutdown.connect
@@ -114,6 +119,8 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
         await app.consumer.commit()
         log.info("drained and committed at shutdown: %s", worker.snapshot())
 
+    guard = ApiGuard(settings)
+
     @app.page("/health")
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -121,11 +128,13 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
 
     @app.page("/stats")
     class Stats(View):
+        @guard.read
         async def get(self, request: Request) -> Response:
             return self.json(worker.snapshot())
 
     @app.page("/drain")
     class Drain(View):
+        @guard.mutation
         async def post(self, request: Request) -> Response:
             await worker.drain()
             await app.consumer.commit()
@@ -133,6 +142,7 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
 
     @app.page("/query")
     class Query(View):
+        @guard.read
         async def post(self, request: Request) -> Response:
             body = await request.json()
             sql = body.get("sql") if isinstance(body, dict) else None
@@ -147,6 +157,7 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
 
     @app.page("/alerts")
     class Alerts(View):
+        @guard.read
         async def get(self, request: Request) -> Response:
             try:
                 sql, parameters = alerts_query(request.query, now=int(time.time()))
@@ -157,6 +168,7 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
 
     @app.page("/reports")
     class Reports(View):
+        @guard.read
         async def get(self, request: Request) -> Response:
             return self.json({
                 "reports": [
@@ -167,6 +179,7 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
 
     @app.page("/reports/{name}")
     class Report(View):
+        @guard.read
         async def get(self, request: Request, name: str) -> Response:
             try:
                 result = await asyncio.to_thread(run_report, _read_only(store), name, dict(request.query), settings)
@@ -180,6 +193,7 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
     # Result sets (rewinds, snapshots) for tools in other processes: pipeline/results.py.
     @app.page("/results")
     class ResultSetList(View):
+        @guard.read
         async def get(self, request: Request) -> Response:
             try:
                 return self.json({"results": await asyncio.to_thread(_result_sets(store).list)})
@@ -188,12 +202,14 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
 
     @app.page("/results/{name}")
     class ResultSet(View):
+        @guard.read
         async def get(self, request: Request, name: str) -> Response:
             try:
                 return self.json(await asyncio.to_thread(_result_sets(store).show, name))
             except FlowLogsError as exc:
                 return self.json({"error": str(exc)}, status=400)
 
+        @guard.mutation
         async def delete(self, request: Request, name: str) -> Response:
             try:
                 return self.json({"deleted": await asyncio.to_thread(_result_sets(store).delete, name)})
@@ -202,6 +218,7 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
 
     @app.page("/results/{name}/{step}")
     class ResultSetStep(View):
+        @guard.mutation
         async def post(self, request: Request, name: str, step: str) -> Response:
             try:
                 results = _result_sets(store)
@@ -224,6 +241,7 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
 
     @app.page("/whatif")
     class WhatIf(View):
+        @guard.read
         async def post(self, request: Request) -> Response:
             body = await request.json()
             if not isinstance(body, dict) or not isinstance(body.get("rules"), dict) or "since" not in body:
@@ -244,6 +262,7 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
     # Writes of the other workers of this group on this machine (pipeline/store_client.py).
     @app.page(store_client.FLOWS_PATH)
     class StoreFlows(View):
+        @guard.mutation
         async def post(self, request: Request) -> Response:
             try:
                 table = pa.ipc.open_stream(await request.read()).read_all()
@@ -255,6 +274,7 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
 
     @app.page(store_client.ROWS_PATH)
     class StoreRows(View):
+        @guard.mutation
         async def post(self, request: Request) -> Response:
             body = await request.json()
             if not isinstance(body, dict) or body.get("table") not in _ROW_TABLES:
@@ -265,6 +285,7 @@ def create_app(settings: Settings, worker: FlowWorker, store: Store | OwnerApiSt
                 return self.json({"error": str(exc)}, status=400)
             return self.json({"rows": len(body["rows"])})
 
+    management_api.add_routes(app, guard, settings, worker, store, flow_logs)
     return app
 
 

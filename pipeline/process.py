@@ -22,6 +22,7 @@ import yaml
 
 from flowlogs.errors import FlowLogsError
 from flowlogs.settings import Settings
+from pipeline.api_auth import bearer
 from pipeline.query import query_api
 
 
@@ -72,7 +73,7 @@ class WorkerProcess:
             return dict(json.loads(response.read()))
 
     def post(self, path: str, timeout: float = 120.0) -> dict[str, Any]:
-        request = urllib.request.Request(self.api + path, data=b"{}", method="POST")
+        request = urllib.request.Request(self.api + path, data=b"{}", method="POST", headers=bearer(self.settings))
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return dict(json.loads(response.read()))
 

@@ -71,7 +71,7 @@ class FlowRecordBuilder:
         rulebook: RuleBook | None = None,
     ) -> None:
         self._eni_ids = eni_ids  # shared with the EniRegistry: grows as ENIs appear
-        self._placement = placement
+        self.placement = placement
         self.rulebook = rulebook or RuleBook(Inventory(), eni_ids)
         self._window_ns = np.uint64(window_ns)
         self._eni_hash: list[int] = []
@@ -145,17 +145,10 @@ class FlowRecordBuilder:
             "type": np.where(is_ipv4_mapped(src), 0, 1).astype(np.int32),
         }
 
-    @staticmethod
-    def only_action(cols: dict[str, np.ndarray], action: str) -> dict[str, np.ndarray]:
-        """The records whose action is ``action``, and the NODATA/SKIPDATA rows (a flow
-        log's filter: AWS's ``traffic-type`` ACCEPT or REJECT)."""
-        keep = (cols["action"] == flow_record.ACTIONS.index(action)) | (cols["packets"] == 0)
-        return {name: col if name == "rule_id_values" else col[keep] for name, col in cols.items()}
-
     def _placement_columns(self, eni: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array]:
         names = self._eni_ids
-        vpcs = [self._placement.get(e, (_UNKNOWN, _UNKNOWN))[0] for e in names]
-        subnets = [self._placement.get(e, (_UNKNOWN, _UNKNOWN))[1] for e in names]
+        vpcs = [self.placement.get(e, (_UNKNOWN, _UNKNOWN))[0] for e in names]
+        subnets = [self.placement.get(e, (_UNKNOWN, _UNKNOWN))[1] for e in names]
         return _dictionary(eni, names), _dictionary(eni, vpcs), _dictionary(eni, subnets)
 
     def arrow(self, cols: dict[str, np.ndarray]) -> pa.Table:

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from flowlogs.errors import ConfigError, StoreError
 from flowlogs.settings import Settings
+from pipeline.api_auth import bearer
 from pipeline.store import Store, read_owner
 from schemas import saved
 from schemas.flow_record import COLUMN_NAMES, FLOWS_TABLE, sql_string
@@ -141,11 +142,12 @@ class ResultSets:
 class ResultSetsApi:
     """The same operations, done by the worker that owns the store (``/results`` on its API)."""
 
-    def __init__(self, api_url: str, timeout: float = 600.0) -> None:
+    def __init__(self, api_url: str, settings: Settings, timeout: float = 600.0) -> None:
         self.api_url, self.timeout = api_url, timeout
+        self._auth = bearer(settings)
 
     def _call(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json") -> Any:
-        request = urllib.request.Request(self.api_url + path, data=body, method=method, headers={"Content-Type": content_type})
+        request = urllib.request.Request(self.api_url + path, data=body, method=method, headers={"Content-Type": content_type, **self._auth})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
@@ -197,7 +199,7 @@ def open_result_sets(settings: Settings) -> Iterator[ResultSetStore]:
         if owner is not None:
             if not owner.get("api_url"):
                 raise StoreError(f"the chDB dir {settings.chdb_path} is held by process {owner.get('pid')} which has no API")
-            yield ResultSetsApi(str(owner["api_url"]))
+            yield ResultSetsApi(str(owner["api_url"]), settings)
             return
     store = Store(settings)
     store.start()

@@ -11,6 +11,7 @@ from flowlogs.settings import Settings
 from pipeline.app import create_app
 from pipeline.close_log import CloseLog
 from pipeline.sinks.clickhouse import ClickHouseSink
+from pipeline.flow_log_registry import FlowLogFollower
 from pipeline.rules_topic import RulesFollower
 from pipeline.sinks.flows_process import FlowTopicSink
 from pipeline.sinks.alerts import AlertSink
@@ -34,9 +35,12 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     store = open_store(settings, api_url(settings))
     flows_sink = FlowTopicSink(settings)
     rules = RulesFollower(settings).start()
+    flow_logs = FlowLogFollower(settings).start()
     try:
         if not rules.wait_caught_up(30):
             log.warning("the rules topic %s was not read to its end within 30 s; starting with the rules file", rules.topic)
+        if not flow_logs.wait_caught_up(30):
+            log.warning("the flow-logs topic %s was not read to its end within 30 s", flow_logs.topic)
         close_log = CloseLog(store, settings.topic(topics.FRAMES.suffix), settings.worker.window_seconds * 1_000_000_000)
         worker = FlowWorker(
             settings,
@@ -50,10 +54,12 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         latest = rules.latest()
         if latest is not None:
             worker.rulebook.offer(latest, "the rules topic")
-        app = create_app(settings, worker, store, rules)
+        worker.offer_flow_logs(flow_logs.flow_logs(), flow_logs.changes)
+        app = create_app(settings, worker, store, rules, flow_logs)
         log.info("worker API on %s, store: %s", api_url(settings), store.describe())
         faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
     finally:
+        flow_logs.stop()
         rules.stop()
         flows_sink.stop()
         store.stop()

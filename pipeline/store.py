@@ -249,6 +249,8 @@ class Store:
                 result = self._client.query(sql, parameters=parameters, settings={"readonly": 1} if readonly else None)
             except ClickHouseError as exc:
                 raise StoreError(f"query failed: {exc}") from exc
+            except (ValueError, TypeError, KeyError) as exc:  # the client binding parameters into the SQL
+                raise StoreError(f"query failed: the SQL or its parameters do not fit together: {exc!r}") from exc
         return list(result.column_names), [tuple(r) for r in result.result_rows]
 
     def query_readonly(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from flowlogs.errors import StoreError, StoreLockedError
 from flowlogs.settings import Settings
+from pipeline.api_auth import bearer
 from pipeline.query import query_api
 from pipeline.store import Store, read_owner
 
@@ -64,7 +65,7 @@ class OwnerApiStore:
             self._local.stop()
 
     def _post(self, path: str, body: bytes, headers: dict[str, str]) -> None:
-        request = urllib.request.Request(self.owner_url + path, data=body, headers=headers, method="POST")
+        request = urllib.request.Request(self.owner_url + path, data=body, headers={**headers, **bearer(self.settings)}, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 response.read()

@@ -32,12 +32,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from flowlogs.errors import FlowLogsError, FrameError
 from flowlogs.settings import Settings
 from pipeline.close_log import CloseLog
 from pipeline.detect.detectors import Detectors
+from pipeline.flow_log_registry import Coverage, implicit_flow_log
 from pipeline.records import FlowRecordBuilder
 from pipeline.rulebook import RuleBook
 from pipeline.sinks.alerts import AlertSink
@@ -46,6 +48,7 @@ from pipeline.sinks.flows_process import FlowTopicSink
 from pipeline.sinks.topic import DeadLetterSink
 from pipeline.window import ClosedWindows, CloseEvent, FlowWindows
 from schemas import frame
+from schemas.flow_logs import FlowLog
 from schemas.inventory import Inventory
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,20 @@ class WriterStats:
 
 
 _LATENCIES_KEPT = 1000
+
+
+@dataclass(slots=True)
+class ClosedRecords:
+    """A close and its records: those for the store and those for the flows topic (the
+    same table when the flow logs send the same records to both)."""
+
+    closed: ClosedWindows
+    store: pa.Table
+    topic: pa.Table
+
+
+def _rows(cols: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
+    return cols if keep.all() else {k: v if k == "rule_id_values" else v[keep] for k, v in cols.items()}
 
 
 class WriteBatch:
@@ -120,6 +137,9 @@ class FlowWorker:
         self._flush_lock = asyncio.Lock()
         self._flush_task: asyncio.Task[None] | None = None
         self._rules_seen: bytes | None = None
+        self._flow_logs: list[FlowLog] = []
+        self._flow_logs_seen = 0  # updates read from the flow-logs topic; 0: none ever (implicit flow log)
+        self._compiled_coverage: Coverage | None = None
 
     def bind_consumer(self, ack: Ack, highwater: Highwater) -> None:
         """How to acknowledge a message and read a partition's highwater mark (from Faust)."""
@@ -276,20 +296,43 @@ class FlowWorker:
             if isinstance(result, BaseException):
                 raise result
 
-    def _record_closes(self, batch: WriteBatch) -> tuple[list[tuple[ClosedWindows, pa.Table]], list[dict[str, Any]]]:
-        """(each close and its records as written, each close's record columns before the filter)."""
+    def _record_closes(self, batch: WriteBatch) -> tuple[list[ClosedRecords], list[dict[str, Any]]]:
+        """(each close and its records for the store and for the topic, as the flow logs in
+        force select them; each close's record columns, all of them, for the detectors)."""
         # The closes first: from here on, whoever replays these partitions repeats them.
         self.close_log.record([c.event for c in batch.closed])
-        wanted = self.settings.worker.record_filter
+        coverage = self._coverage()
         records, columns = [], []
         for c in batch.closed:
             if c.flows.size:
                 cols = self.builder.columns(c.flows, skipped=c.skipped, nodata=c.nodata, late_through=c.late_through)
                 columns.append(cols)
-                if wanted != "ALL":
-                    cols = self.builder.only_action(cols, wanted)
-                records.append((c, self.builder.arrow(cols)))
+                to_store = coverage.rows("store", cols["eni"], cols["action"], cols["packets"])
+                to_topic = coverage.rows("topic", cols["eni"], cols["action"], cols["packets"])
+                store = self.builder.arrow(_rows(cols, to_store))
+                topic = store if (to_topic == to_store).all() else self.builder.arrow(_rows(cols, to_topic))
+                records.append(ClosedRecords(c, store, topic))
         return records, columns
+
+    def offer_flow_logs(self, flow_logs: dict[str, FlowLog], changes: int) -> None:
+        """The flow logs on their topic now (``changes``: the follower's update count)."""
+        if changes != self._flow_logs_seen:
+            self._flow_logs_seen = changes
+            self._flow_logs = list(flow_logs.values())
+            self._compiled_coverage = None
+            log.info(
+                "flow logs in force for %d s windows: %s", self.windows.window_ns // 1_000_000_000,
+                ", ".join(f"{f.id} ({f.scope}, {f.filter}{'' if f.enabled else ', disabled'})" for f in self._flow_logs) or "none",
+            )
+
+    def _coverage(self) -> Coverage:
+        eni_ids = self.windows.enis.ids
+        compiled = self._compiled_coverage
+        if compiled is None or len(compiled.store) != len(eni_ids):
+            in_force = self._flow_logs if self._flow_logs_seen else [implicit_flow_log(self.settings)]
+            compiled = Coverage.compile(in_force, self.builder.placement, eni_ids, self.settings.worker.window_seconds)
+            self._compiled_coverage = compiled
+        return compiled
 
     async def _detect(self, batch: WriteBatch, columns: list[dict[str, Any]]) -> None:
         """Run the detectors on a batch once and publish their alerts (with any left unsent)."""
@@ -311,13 +354,14 @@ class FlowWorker:
         first_close = min(c.closed_at for c in batch.closed)
         self.alert_latencies = [*self.alert_latencies[-_LATENCIES_KEPT + 1 :], time.monotonic() - first_close]
 
-    def _write_store(self, records: list[tuple[ClosedWindows, pa.Table]]) -> None:
-        for closed, table in records:
+    def _write_store(self, records: list[ClosedRecords]) -> None:
+        for r in records:
             # A repeated close (retry, replay) carries the same token: the store keeps one copy.
-            self.store_sink.write([table], dedup_token=self.close_log.token(closed.event))
+            if r.store.num_rows:
+                self.store_sink.write([r.store], dedup_token=self.close_log.token(r.closed.event))
 
-    def _write_topic(self, records: list[tuple[ClosedWindows, pa.Table]]) -> None:
-        self.flows_sink.write([table for _, table in records], timeout=120.0)
+    def _write_topic(self, records: list[ClosedRecords]) -> None:
+        self.flows_sink.write([r.topic for r in records if r.topic.num_rows], timeout=120.0)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters for /stats and `flowlogs up`."""

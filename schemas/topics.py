@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas import alerts, flow_record, frame
+from schemas import alerts, flow_logs, flow_record, frame
 
 
 RULES_KEY = b"ruleset"
@@ -54,7 +54,14 @@ ALERTS = TopicSpec(
     value="one alert (new, updated or closed) as JSON (schemas/generated/alert.schema.json)",
 )
 
-ALL = (FRAMES, FLOWS, DEAD_LETTER, RULES, ALERTS)
+FLOW_LOGS = TopicSpec(
+    flow_logs.TOPIC_SUFFIX,
+    key="flow-log id (ASCII); a deleted flow log is a tombstone (compaction removes it)",
+    value="the flow log as JSON (schemas/flow_logs.py, FlowLog)",
+    compacted=True,
+)
+
+ALL = (FRAMES, FLOWS, DEAD_LETTER, RULES, ALERTS, FLOW_LOGS)
 
 DEAD_LETTER_HEADERS = (
     "flowlogs-reason",  # FrameError.reason: bad_magic, unsupported_version, truncated, invalid

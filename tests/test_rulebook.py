@@ -8,7 +8,9 @@ import orjson
 
 from pipeline.flow_table import aggregate_packets
 from pipeline.records import FlowRecordBuilder
+from pipeline.flow_log_registry import Coverage
 from pipeline.rulebook import RuleBook
+from schemas.flow_logs import FlowLog
 from schemas import flow_record, frame
 from schemas.inventory import Eni, Inventory, Subnet, Vpc
 from tests.test_cli import flowlogs
@@ -68,16 +70,23 @@ def test_a_newer_rule_set_takes_over_and_an_older_or_broken_one_does_not() -> No
     assert verdicts_of(book) == {("ACCEPT", "in-accept", 4)}
 
 
-def test_the_record_filter_keeps_one_action_and_the_status_rows() -> None:
+def test_a_flow_log_filter_keeps_one_action_and_the_status_rows() -> None:
     book = RuleBook(INVENTORY, ["eni-a"])
     book.offer(rule_set(1, "DROP"), "test")
     builder = FlowRecordBuilder(["eni-a"], INVENTORY.placement(), 60 * 10**9, book)
-    cols = builder.columns(ingress_flows(), nodata=np.array([(28_333_334 << 32) | 0], np.uint64))
-    assert len(builder.only_action(cols, "ACCEPT")["packets"]) == 0
-    rejects = builder.only_action(cols, "REJECT")
+    cols = builder.columns(ingress_flows())
+
+    def kept(filter_: str, destination: str = "store") -> dict:
+        flow_log = FlowLog(id="fl-1", name="one", scope="eni:eni-a", filter=filter_, destinations=("store",))
+        coverage = Coverage.compile([flow_log], INVENTORY.placement(), ["eni-a"], 60)
+        rows = coverage.rows(destination, cols["eni"], cols["action"], cols["packets"])
+        return {k: v if k == "rule_id_values" else v[rows] for k, v in cols.items()}
+
+    assert len(kept("ACCEPT")["packets"]) == 0
+    rejects = kept("REJECT")
     assert len(rejects["packets"]) == 3
-    table = builder.arrow(rejects)
-    assert set(table.column("action").to_pylist()) == {"REJECT"}
+    assert set(builder.arrow(rejects).column("action").to_pylist()) == {"REJECT"}
+    assert len(kept("ALL", "topic")["packets"]) == 0  # this flow log writes to the store only
 
 
 def test_rules_apply_names_the_file_line_and_field_and_publishes_nothing(tmp_path: Path) -> None:
