@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import faust
+import orjson
 import pyarrow as pa
 from faust.types import TP
 from faust.web import Request, Response, View
@@ -164,7 +165,7 @@ def create_app(
                 columns, rows = await asyncio.to_thread(store.query, sql, parameters, readonly=True)
             except FlowLogsError as exc:
                 return self.json({"error": str(exc)}, status=400)
-            return self.json({"alerts": [dict(zip(columns, (_jsonable(v) for v in r))) for r in rows]})
+            return self.json({"alerts": alert_records(columns, rows)})
 
     @app.page("/reports")
     class Reports(View):
@@ -289,6 +290,29 @@ def create_app(
     return app
 
 
+def _alert_column(f: alerts.AlertField) -> str:
+    """SQL giving a column as the alert record has it in JSON (times as Unix seconds)."""
+    kind = f.clickhouse_type
+    if kind.startswith("DateTime64"):
+        return f"toUnixTimestamp64Milli({f.column}) / 1000"
+    if kind.startswith("DateTime"):
+        return f"toUnixTimestamp({f.column})"
+    if kind.startswith(("Map", "Enum")):
+        return f"toJSONString({f.column})" if kind.startswith("Map") else f"toString({f.column})"
+    return f.column
+
+
+_JSON_FIELDS = ("counts", "sample-flows")  # JSON text in the table
+
+
+def alert_records(columns: list[str], rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    records = [dict(zip(columns, r)) for r in rows]
+    for record in records:
+        for name in _JSON_FIELDS:
+            record[name] = orjson.loads(record[name])
+    return records
+
+
 def alerts_query(query: Any, *, now: int) -> tuple[str, dict[str, Any]]:
     """SQL and parameters for ``GET /alerts?since=1h&state=open&detector=port_scan&limit=100``
     (the newest state of each alert, newest first)."""
@@ -307,7 +331,7 @@ def alerts_query(query: Any, *, now: int) -> tuple[str, dict[str, Any]]:
         raise ConfigError(f"limit {query.get('limit')!r} is not a number") from None
     if not 1 <= limit <= 10_000:
         raise ConfigError("limit must be between 1 and 10000")
-    columns = ", ".join(f"{f.column} AS `{f.name}`" for f in alerts.ALERT_FIELDS)
+    columns = ", ".join(f"{_alert_column(f)} AS `{f.name}`" for f in alerts.ALERT_FIELDS)
     sql = f"SELECT {columns} FROM {alerts.TABLE} FINAL WHERE {' AND '.join(where)} ORDER BY raised_at DESC LIMIT {limit}"
     return sql, parameters
 

@@ -140,6 +140,11 @@ def add_routes(
         async def get(self, request: Request) -> Response:
             return self.json(openapi.document())
 
+    @app.page("/console")
+    class ConsoleHome(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(b"", status=302, headers={"Location": "/console/"})
+
     @app.page("/console/{path:.*}")
     class Console(View):
         async def get(self, request: Request, path: str) -> Response:

@@ -378,3 +378,86 @@ FROM ({_hourly_bps(table, since, until)}
 GROUP BY interface_id, week_hour
 ORDER BY interface_id, week_hour
 """
+
+
+# --- the web console's charts: traffic over time, source → destination --------------------
+
+# What traffic over time may be stacked by: placement and the flow columns with few values.
+# Addresses have too many to stack (top-talkers ranks them).
+TRAFFIC_DIMENSIONS = ("interface_id", "vpc_id", "subnet_id", "protocol", "dstport", "action", "flow_direction")
+TRAFFIC_METRICS = ("bps", "pps")
+TRAFFIC_COLUMNS = ("step_start", "series", "value")
+OTHER_SERIES = "other"  # the series of every value outside the top ones
+
+
+def traffic_sql(table: Table, by: str, metric: str, top: int, step: int, since: int, until: int) -> str:
+    """Bits (``bps``) or packets (``pps``) per second per ``step`` seconds, one series per
+    value of ``by`` as text: the ``top`` values with the most bytes (bps) or packets (pps) over
+    the whole range, the lowest value first on a tie; the rest summed as ``other``. Rows in
+    time order, within a step the series by rank and ``other`` last; steps without traffic
+    have no rows."""
+    if by not in TRAFFIC_DIMENSIONS or metric not in TRAFFIC_METRICS:
+        raise ValueError(f"traffic by {by!r} in {metric!r}: by is one of {TRAFFIC_DIMENSIONS}, metric of {TRAFFIC_METRICS}")
+    measure, bits = ("bytes", "8 * ") if metric == "bps" else ("packets", "")
+    # packets > 0: NODATA/SKIPDATA marker rows carry no traffic; they would add empty series.
+    where = _where(table, since, until, "packets > 0")
+    return f"""
+WITH
+    (
+        SELECT arrayMap(t -> t.2, arraySort(t -> (-toInt64(t.1), t.2), groupArray((total, key))))
+        FROM (
+            SELECT toString({by}) AS key, sum({measure}) AS total
+            FROM {table.name}
+            {where}
+            GROUP BY key
+            ORDER BY total DESC, key
+            LIMIT {int(top)}
+        )
+    ) AS leaders,
+    {_step_start(table, step)} AS step,
+    indexOf(leaders, toString({by})) AS series_rank
+SELECT
+    {_iso('step')} AS step_start,
+    if(series_rank = 0, {sql_string(OTHER_SERIES)}, leaders[series_rank]) AS series,
+    {bits}sum({measure}) / {int(step)} AS value
+FROM {table.name}
+{where}
+GROUP BY step, series_rank
+ORDER BY step, series_rank = 0, series_rank
+"""
+
+
+SANKEY_LEVELS = {"eni": "interface_id", "subnet": "subnet_id"}  # level → the flow column naming a node
+SANKEY_COLUMNS = ("source", "target", "bytes", "packets")
+
+
+def address_prefix(address: str) -> str:
+    """SQL for the /24 (IPv4) or /48 (IPv6) holding ``address``, as text:
+    ``203.0.113.0/24``, ``2001:db8:1::/48``."""
+    v4 = f"({address} BETWEEN toIPv6('::ffff:0.0.0.0') AND toIPv6('::ffff:255.255.255.255'))"
+    first = f"tupleElement(IPv6CIDRToRange({address}, if({v4}, 120, 48)), 1)"
+    return f"concat({address_text(first)}, if({v4}, '/24', '/48'))"
+
+
+def sankey_sql(table: Table, level: str, since: int, until: int, limit: int) -> str:
+    """Bytes and packets from source to target: for ingress flows from the remote address's
+    prefix (:func:`address_prefix`) to the ENI or its subnet (``level``), for egress ones from
+    the ENI or subnet to the remote prefix. The ``limit`` links with the most bytes, then
+    packets, then by source and target."""
+    node = SANKEY_LEVELS[level]
+    return f"""
+SELECT source, target, link_bytes AS bytes, link_packets AS packets
+FROM (
+    WITH {address_prefix("if(flow_direction = 'ingress', srcaddr, dstaddr)")} AS remote
+    SELECT
+        if(flow_direction = 'ingress', remote, {node}) AS source,
+        if(flow_direction = 'ingress', {node}, remote) AS target,
+        sum(bytes) AS link_bytes,
+        sum(packets) AS link_packets
+    FROM {table.name}
+    {_where(table, since, until, "packets > 0")}
+    GROUP BY source, target
+)
+ORDER BY bytes DESC, packets DESC, source, target
+LIMIT {int(limit)}
+"""

@@ -379,6 +379,22 @@ def _baselines(read: Reader, values: Mapping[str, Any], settings: Settings, now:
     return _read(read, sql, report_sql.DEVIATION_COLUMNS, table, since, until)
 
 
+def _traffic(read: Reader, values: Mapping[str, Any], settings: Settings, now: int) -> ReportResult:
+    step = values["step"]
+    since, until = _whole_steps(*_time_range(values, now), step)
+    table = _choose(settings, values, since, until, step, (values["by"],), now)
+    sql = report_sql.traffic_sql(table, values["by"], values["metric"], values["top"], step, since, until)
+    return _read(read, sql, report_sql.TRAFFIC_COLUMNS, table, since, until)
+
+
+def _sankey(read: Reader, values: Mapping[str, Any], settings: Settings, now: int) -> ReportResult:
+    since, until = _time_range(values, now)
+    needs = ("flow_direction", "srcaddr", "dstaddr", report_sql.SANKEY_LEVELS[values["level"]])
+    table = _choose(settings, values, since, until, None, needs, now)
+    sql = report_sql.sankey_sql(table, values["level"], since, until, values["limit"])
+    return _read(read, sql, report_sql.SANKEY_COLUMNS, table, since, until)
+
+
 REPORTS: dict[str, ReportSpec] = {
     spec.name: spec
     for spec in (
@@ -447,6 +463,40 @@ REPORTS: dict[str, ReportSpec] = {
                 ),
             ),
             _baselines,
+        ),
+        ReportSpec(
+            "traffic",
+            "bits or packets per second per time step, one series per value of a flow column (the top ones, then other)",
+            (
+                SINCE,
+                UNTIL,
+                STEP,
+                ReportParam(
+                    "by", "choice", "interface_id", "the flow column whose values are the series",
+                    choices=report_sql.TRAFFIC_DIMENSIONS,
+                ),
+                ReportParam(
+                    "metric", "choice", "bps", "bits (bps) or packets (pps) per second", choices=report_sql.TRAFFIC_METRICS
+                ),
+                ReportParam(
+                    "top", "int", "10", "series: the values with the most bytes (bps) or packets (pps), the rest as other",
+                    minimum=1,
+                ),
+            ),
+            _traffic,
+        ),
+        ReportSpec(
+            "sankey",
+            "bytes from remote /24 or /48 to ENI or subnet (ingress) and from ENI or subnet to remote prefix (egress)",
+            (
+                SINCE,
+                UNTIL,
+                ReportParam(
+                    "level", "choice", "eni", "nodes inside: ENIs or their subnets", choices=tuple(report_sql.SANKEY_LEVELS)
+                ),
+                ReportParam("limit", "int", "50", "links to show, the most bytes first", minimum=1),
+            ),
+            _sankey,
         ),
     )
 }
