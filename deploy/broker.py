@@ -125,8 +125,10 @@ class LocalBroker:
         heap: str = "1g",
         cache_dir: Path | None = None,
         extra_properties: dict[str, str] | None = None,
+        sasl_users: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.sasl_users = sasl_users or {}
         self.kind = kind
         self.host = host
         self.port = port
@@ -207,6 +209,7 @@ class LocalBroker:
             "controller.quorum.bootstrap.servers": f"{self.host}:{controller_port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
+            **self._sasl_properties(controller_port),
             "log.dirs": str(logs),
             "num.partitions": "1",
             "offsets.topic.replication.factor": "1",
@@ -238,10 +241,30 @@ class LocalBroker:
                 raise BrokerError(f"formatting KRaft storage in {logs} failed:\n{fmt.stdout}{fmt.stderr}")
         return [*jvm, "kafka.Kafka", str(config)]
 
+    def _sasl_properties(self, controller_port: int) -> dict[str, str]:
+        """With ``sasl_users``, clients must log in with SASL/PLAIN on the broker's port; the
+        broker talks to itself on a second, loopback-only PLAINTEXT listener."""
+        if not self.sasl_users:
+            return {}
+        internal = self._saved_port("internal.port")
+        users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users.items())
+        return {
+            "listeners": f"SASL_PLAINTEXT://{self.host}:{self.port},INTERNAL://127.0.0.1:{internal},CONTROLLER://{self.host}:{controller_port}",
+            "advertised.listeners": f"SASL_PLAINTEXT://{self.host}:{self.port},INTERNAL://127.0.0.1:{internal}",
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "INTERNAL",
+            "sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
+        }
+
     def _controller_port(self) -> int:
         # KRaft records the controller's endpoint when storage is formatted, so the
         # controller keeps its first port for the life of the data dir.
-        saved = self.data_dir / "controller.port"
+        return self._saved_port("controller.port")
+
+    def _saved_port(self, name: str) -> int:
+        """A free port chosen once per data dir and kept (a file ``name`` in it)."""
+        saved = self.data_dir / name
         if saved.exists():
             return int(saved.read_text())
         port = free_port(self.host)

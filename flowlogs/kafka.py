@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from deploy.broker import running_bootstrap
@@ -36,7 +36,13 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     """Create the project's topics if missing (idempotent)."""
-    admin = AdminClient(client_config(settings))
+    refused: list[str] = []  # why the cluster turned the login down, when it did
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+            refused.append(err.str())
+
+    admin = AdminClient(client_config(settings, error_cb=on_error))
     retention_ms = int(settings.kafka.frame_retention_hours * 3600 * 1000)
     wanted = {
         topics.FRAMES: {"retention.ms": str(retention_ms), "max.message.bytes": str(8 * 1024 * 1024)},
@@ -49,6 +55,12 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
+        admin.poll(0)  # serves the error callbacks
+        if refused:
+            raise BrokerError(
+                f"Kafka at {bootstrap_servers(settings)} refused the {settings.kafka.sasl_mechanism} login of"
+                f" {settings.kafka.sasl_username!r}: {refused[0]} (kafka.sasl_username / kafka.sasl_password)"
+            ) from exc
         raise BrokerError(f"cannot reach Kafka at {bootstrap_servers(settings)}: {exc}") from exc
     new = [
         NewTopic(
