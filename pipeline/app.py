@@ -25,6 +25,7 @@ from flowlogs.settings import Settings
 from pipeline import management_api, store_client
 from pipeline.api_auth import ApiGuard
 from pipeline.export import parse_time
+from pipeline.metrics import CONTENT_TYPE, Readiness, WorkerMetrics
 from pipeline.query import Reader
 from pipeline.reports import REPORTS, run_report
 from pipeline.results import ResultSets
@@ -126,6 +127,22 @@ def create_app(
     class Health(View):
         async def get(self, request: Request) -> Response:
             return self.json({"status": "ok", "store": store.describe()})
+
+    readiness = Readiness(app, store, (rules, flow_logs), frames_topic)
+    metrics = WorkerMetrics(settings, worker, readiness.partitions)
+
+    # No token, even with api.token_for_reads: scrapers (Prometheus, the Kubernetes probe)
+    # are set up per target and seldom carry a bearer token, and neither page holds flow data.
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    @app.page("/ready")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            ready, body = await readiness.check()
+            return self.json(body, status=200 if ready else 503)
 
     @app.page("/stats")
     class Stats(View):

@@ -78,6 +78,14 @@ def document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {"get": _read("liveness and the store in use")},
         "/stats": {"get": _read("the worker's counters")},
+        "/ready": {"get": {
+            "summary": "readiness: partitions assigned, store answering, rules and flow logs read (503 says what is missing)",
+            "responses": {"200": _response("ready", _ANY), "503": _response("not ready yet", _ANY)},
+        }},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (text exposition format; no token: scrapers)",
+            "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        }},
         "/drain": {"post": _mutation("close every open window now, write and commit it", None)},
         "/query": {"post": {
             **_read("read-only SQL against the store"),

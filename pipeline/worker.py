@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 
 Ack = Callable[[Any], None]
 Highwater = Callable[[int], int | None]
+# A duration as it is measured: ("flush_duration_seconds" | "alert_latency_seconds", seconds).
+# pipeline/metrics.py binds histograms here; the worker itself keeps no distribution.
+Observe = Callable[[str, float], None]
 
 
 @dataclass(slots=True)
@@ -125,6 +129,13 @@ class FlowWorker:
         self._alerts_unsent: list[dict[str, Any]] = []
         self.alert_latencies: list[float] = []  # seconds from a batch's first close to its alerts published
         self.stats = WriterStats()
+        # For /metrics: records made durable per sink, failed writes and rewrites per sink
+        # (the alerts sink's are stats.alert_write_failures), alerts per (detector, event).
+        self.records_written: Counter[str] = Counter()
+        self.sink_failures: Counter[str] = Counter()
+        self.sink_retries: Counter[str] = Counter()
+        self.alert_events: Counter[tuple[str, str]] = Counter()
+        self._observe: Observe = lambda _name, _seconds: None
         self._ack: Ack = lambda _m: None
         self._highwater: Highwater = lambda _p: None
         self._next_offset: dict[int, int] = {}
@@ -145,6 +156,10 @@ class FlowWorker:
         """How to acknowledge a message and read a partition's highwater mark (from Faust)."""
         self._ack = ack
         self._highwater = highwater
+
+    def bind_observer(self, observe: Observe) -> None:
+        """Where durations go as they are measured (pipeline/metrics.py)."""
+        self._observe = observe
 
     def _caught_up(self, partition: int) -> bool:
         highwater = self._highwater(partition)
@@ -259,6 +274,8 @@ class FlowWorker:
                     return
                 batch = WriteBatch(self._pending)
                 self._pending, self._pending_rows, self._pending_since = [], 0, None
+            else:
+                self.sink_retries.update(("store", "topic"))  # a failed batch goes to both again
             started = time.monotonic()
             self._writing_rows = batch.rows
             try:
@@ -281,20 +298,30 @@ class FlowWorker:
             self.stats.rows_written += batch.rows
             self.stats.batches_written += 1
             self.stats.last_flush_seconds = time.monotonic() - started
+            self._observe("flush_duration_seconds", self.stats.last_flush_seconds)
 
     async def _write(self, batch: WriteBatch) -> None:
         """The batch's closes into the close log, then its rows into the store and onto the
         flows topic at the same time (the store insert runs without the GIL)."""
-        records, columns = await asyncio.to_thread(self._record_closes, batch)
+        try:
+            records, columns = await asyncio.to_thread(self._record_closes, batch)
+        except FlowLogsError:
+            self.sink_failures["store"] += 1  # the close log is in the store
+            raise
         results = await asyncio.gather(
             asyncio.to_thread(self._write_store, records),
             asyncio.to_thread(self._write_topic, records),
             self._detect(batch, columns),
             return_exceptions=True,
         )
+        for sink, result in zip(("store", "topic"), results):
+            if isinstance(result, FlowLogsError):
+                self.sink_failures[sink] += 1
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        self.records_written["store"] += sum(r.store.num_rows for r in records)
+        self.records_written["topic"] += sum(r.topic.num_rows for r in records)
 
     def _record_closes(self, batch: WriteBatch) -> tuple[list[ClosedRecords], list[dict[str, Any]]]:
         """(each close and its records for the store and for the topic, as the flow logs in
@@ -338,7 +365,13 @@ class FlowWorker:
         """Run the detectors on a batch once and publish their alerts (with any left unsent)."""
         if self.detectors is None or self.alert_sink is None or batch.detected:
             return
-        self._alerts_unsent += await asyncio.to_thread(self.detectors.observe, columns)
+        produced = await asyncio.to_thread(self.detectors.observe, columns)
+        for alert in produced:
+            event = "closed" if alert["state"] == "closed" else "updated" if alert["updates"] else "raised"
+            self.alert_events[(alert["detector"], event)] += 1
+        if self._alerts_unsent:
+            self.sink_retries["alerts"] += 1  # alerts of a failed publish go out again now
+        self._alerts_unsent += produced
         batch.detected = True
         if not self._alerts_unsent:
             return
@@ -352,7 +385,9 @@ class FlowWorker:
             return
         # From the batch's first close: the latency of the alerts of its oldest window.
         first_close = min(c.closed_at for c in batch.closed)
-        self.alert_latencies = [*self.alert_latencies[-_LATENCIES_KEPT + 1 :], time.monotonic() - first_close]
+        latency = time.monotonic() - first_close
+        self.alert_latencies = [*self.alert_latencies[-_LATENCIES_KEPT + 1 :], latency]
+        self._observe("alert_latency_seconds", latency)
 
     def _write_store(self, records: list[ClosedRecords]) -> None:
         for r in records:
