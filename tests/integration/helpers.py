@@ -58,6 +58,16 @@ def paced_agent(settings: Settings, config: SyntheticConfig) -> tuple[threading.
     return threading.Thread(target=lambda: sent.append(run_synthetic(settings, config)), daemon=True), sent
 
 
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``predicate`` until it holds; the seconds that took (AssertionError naming ``what`` after ``timeout``)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 def stored_per_eni(worker: WorkerProcess) -> dict[str, tuple[int, int]]:
     _, rows = worker.query("SELECT interface_id, sum(packets), sum(bytes) FROM flows GROUP BY interface_id")
     return {eni: (int(p), int(b)) for eni, p, b in rows}

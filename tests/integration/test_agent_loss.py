@@ -15,7 +15,8 @@ from agents.publisher import FramePublisher
 from agents.synthetic import SyntheticConfig, SyntheticTraffic
 from deploy.broker import free_port
 from flowlogs.kafka import ensure_topics
-from tests.integration.test_spine import START_NS, _wait_for
+from tests.integration.helpers import wait_for
+from tests.integration.test_spine import START_NS
 
 pytestmark = pytest.mark.integration
 
@@ -90,8 +91,8 @@ def test_kafka_down_drops_oldest_counts_per_eni_and_marks_skipdata(settings_fact
         _, rows = worker.query("SELECT interface_id, sum(packets) FROM flows GROUP BY interface_id")
         return {eni: int(packets) for eni, packets in rows}
 
-    _wait_for(lambda: stored() == delivered, 120, f"the delivered packets in the store ({delivered})")
-    _wait_for(lambda: worker.stats()["dropped_packets_reported"] == stats.dropped_packets, 30, "every drop reported")
+    wait_for(lambda: stored() == delivered, 120, f"the delivered packets in the store ({delivered})")
+    wait_for(lambda: worker.stats()["dropped_packets_reported"] == stats.dropped_packets, 30, "every drop reported")
     _, rows = worker.query("SELECT interface_id, countIf(log_status = 'SKIPDATA') FROM flows GROUP BY interface_id")
     skipped = {eni: int(n) for eni, n in rows}
     for eni, lost in dropped.items():

@@ -24,7 +24,8 @@ from agents.synthetic import SyntheticConfig
 from flowlogs.settings import Settings
 from pipeline.export import TEXT_FIELDS
 from schemas import topics
-from tests.integration.test_spine import START_NS, _consume, _publish, _stored_totals, _wait_for
+from tests.integration.helpers import wait_for
+from tests.integration.test_spine import START_NS, _consume, _publish, _stored_totals
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +67,7 @@ def test_every_format_carries_the_stored_records(settings_factory, worker_factor
     worker = worker_factory(settings)
     config = SyntheticConfig(enis=4, flows=3000, rate=20_000, duration=16, pace=False, start_ns=START_NS, seed=21)
     _, publisher = _publish(settings, config)
-    _wait_for(lambda: _stored_totals(worker)[0] >= publisher.stats.packets, 120, "all packets in the store")
+    wait_for(lambda: _stored_totals(worker)[0] >= publisher.stats.packets, 120, "all packets in the store")
     assert _stored_totals(worker) == (publisher.stats.packets, publisher.stats.bytes)
 
     _, rows = worker.query("SELECT interface_id, sum(packets), sum(bytes), count() FROM flows GROUP BY interface_id")

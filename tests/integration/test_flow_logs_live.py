@@ -22,7 +22,7 @@ from agents.publisher import FramePublisher
 from agents.synthetic import SyntheticConfig, synthetic_inventory
 from flowlogs.kafka import ensure_topics
 from schemas.inventory import Eni
-from tests.integration.helpers import paced_agent
+from tests.integration.helpers import paced_agent, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +49,6 @@ def enis_recorded_after(worker, moment: float) -> set[str]:
     _, rows = worker.query(f"SELECT DISTINCT interface_id FROM flows WHERE window_start >= toDateTime({int(moment)})")
     return {r[0] for r in rows}
 
-
-def wait_for(predicate, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.25)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
 
 
 def test_flow_logs_pick_what_is_recorded(settings_factory, worker_factory, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from pipeline.process import WorkerProcess
 from schemas.inventory import Eni, Inventory, MirrorSession, Subnet, Vpc
 from tests.integration.helpers import agent_command
 from tests.integration.test_live_capture import A_IP, B_IP, namespaces  # noqa: F401  (fixture)
-from tests.integration.test_spine import _wait_for
+from tests.integration.helpers import wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -115,7 +115,7 @@ def test_live_interface_capture_lands_in_the_store(settings_factory, worker_fact
         ("eni-live-b", 1, 0, 0, "egress"): (12, 12 * 128),
         ("eni-live-b", 17, 5555, 9999, "ingress"): (40, 40 * 328),
     }
-    _wait_for(lambda: all(_stored(worker).get(k) == v for k, v in want.items()), 60, "the live flows in the store")
+    wait_for(lambda: all(_stored(worker).get(k) == v for k, v in want.items()), 60, "the live flows in the store")
     stored = _stored(worker, "protocol IN (1, 17) AND interface_id = 'eni-live-b'")
     assert {k: v for k, v in stored.items() if k[1] == 1 or k[2] == 5555} == want
 
@@ -153,7 +153,7 @@ def test_vxlan_mirror_sessions_over_loopback(settings_factory, worker_factory, t
         ("eni-m-dst", 6, 40000, 443, "ingress"): (300, 300 * 40),  # the session, not the address, picks the ENI
         ("eni-m-src", 17, 7, 8, "egress"): (300, 300 * 100),
     }
-    _wait_for(lambda: _stored(worker) == want, 60, "the mirrored flows in the store")
+    wait_for(lambda: _stored(worker) == want, 60, "the mirrored flows in the store")
 
 
 def test_gre_and_erspan_mirror_sessions_over_loopback(settings_factory, worker_factory, tmp_path: Path) -> None:
@@ -176,4 +176,4 @@ def test_gre_and_erspan_mirror_sessions_over_loopback(settings_factory, worker_f
         ("eni-m-src", 17, 11, 12, "egress"): (200, 200 * 100),  # ERSPAN II session 5
         ("eni-m-dst", 17, 11, 12, "ingress"): (200, 200 * 100),  # ERSPAN III session 9
     }
-    _wait_for(lambda: _stored(worker) == want, 60, "the ERSPAN flows in the store")
+    wait_for(lambda: _stored(worker) == want, 60, "the ERSPAN flows in the store")

@@ -15,7 +15,8 @@ from flowlogs.kafka import client_config, ensure_topics
 from schemas import frame, topics
 from schemas.inventory import Eni, Inventory, Subnet, Vpc
 from tests.integration.helpers import run_agent
-from tests.integration.test_spine import START_NS, _wait_for
+from tests.integration.helpers import wait_for
+from tests.integration.test_spine import START_NS
 from tests.test_pcap import E, write_pcap
 
 pytestmark = pytest.mark.integration
@@ -59,7 +60,7 @@ def test_nodata_exactly_where_an_agent_watched_and_saw_nothing(settings_factory,
     capture.write_bytes(bytes(data))
     assert run_agent(settings, tmp_path, inventory, "--pcap", str(capture))["packets_sent"] == len(packets)
 
-    _wait_for(lambda: len(statuses(worker, "eni-quiet")) == 5, 60, "the quiet ENI's records")
+    wait_for(lambda: len(statuses(worker, "eni-quiet")) == 5, 60, "the quiet ENI's records")
     assert statuses(worker, "eni-quiet") == {(w, "NODATA"): 0 for w in (0, 5, 10, 15, 20)}
     assert statuses(worker, "eni-busy") == {(w, "OK"): 10 for w in (0, 5, 10, 15, 20)}
     assert statuses(worker, "eni-gappy") == {
@@ -97,7 +98,7 @@ def test_a_sequence_gap_is_skipdata_and_late_packets_are_late(settings_factory, 
     def done() -> bool:
         return worker.stats()["late_packets"] == 2 and (0, "LATE") in statuses(worker, "eni-x")
 
-    _wait_for(done, 60, "the late packets' record")
+    wait_for(done, 60, "the late packets' record")
     stats = worker.stats()
     assert stats["lost_frames"] == 1
     got = statuses(worker, "eni-x")

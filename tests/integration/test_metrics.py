@@ -22,7 +22,7 @@ from flowlogs.settings import Settings
 from pipeline.api_auth import bearer
 from pipeline.process import WorkerProcess
 from schemas import alerts
-from tests.integration.helpers import paced_agent
+from tests.integration.helpers import paced_agent, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +42,6 @@ FAMILIES = {
     )
 }
 
-
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def scrape(worker: WorkerProcess) -> tuple[set[str], Samples]:
@@ -101,7 +93,7 @@ def wait_ready(worker: WorkerProcess, timeout: float = 90) -> dict[str, Any]:
         assert body["ready"] is (status == 200) and bool(body["missing"]) is (status == 503), body
         return status == 200
 
-    _wait_for(is_ready, timeout, f"/ready to answer 200 (last: {seen[-1:] or 'nothing'})")
+    wait_for(is_ready, timeout, f"/ready to answer 200 (last: {seen[-1:] or 'nothing'})")
     return seen[-1][1]
 
 
@@ -152,7 +144,7 @@ def test_metrics_scraped_while_traffic_flows(settings_factory, worker_factory, t
     assert all(v >= 0 for v in by_label(last, "consumer_lag_messages", "partition").values())
 
     # Every frame read, then every window written: the totals meet what was sent.
-    _wait_for(lambda: value(scrape(worker)[1], "packets_total") == packets_sent, 60, "every packet consumed")
+    wait_for(lambda: value(scrape(worker)[1], "packets_total") == packets_sent, 60, "every packet consumed")
     worker.post("/drain")
     _, after = scrape(worker)
     assert value(after, "packets_total") == packets_sent
@@ -241,7 +233,7 @@ def test_every_metric_and_table_of_the_dashboard_exists(settings_factory, worker
     agent.start()
     agent.join(60)
     assert sent and sent[0].failed_frames == 0
-    _wait_for(lambda: value(scrape(worker)[1], "packets_total") == sent[0].packets, 60, "every packet consumed")
+    wait_for(lambda: value(scrape(worker)[1], "packets_total") == sent[0].packets, 60, "every packet consumed")
     worker.post("/drain")
 
     _, samples = scrape(worker)

@@ -16,7 +16,8 @@ from pipeline.process import WorkerProcess
 from flowlogs.settings import Settings
 from schemas.inventory import Eni, Inventory, MirrorSession, SessionKind, Subnet, Vpc
 from tests.integration.helpers import run_agent
-from tests.integration.test_spine import _stored_totals, _wait_for
+from tests.integration.helpers import wait_for
+from tests.integration.test_spine import _stored_totals
 from tests.test_pcap import cases, write_pcap
 from tests.test_tunnels import tunnel_cases
 
@@ -30,7 +31,7 @@ def replay(settings: Settings, worker: WorkerProcess, tmp_path: Path, inventory:
     summary = run_agent(settings, tmp_path, inventory, "--pcap", str(capture))
     total = len(packets) * REPEATS
     assert summary["packets_read"] == total and summary["packets_sent"] == total and summary["unmatched"] == 0
-    _wait_for(lambda: _stored_totals(worker)[0] >= total, 90, "the replayed packets in the store")
+    wait_for(lambda: _stored_totals(worker)[0] >= total, 90, "the replayed packets in the store")
     _, rows = worker.query(
         "SELECT interface_id, protocol, srcport, dstport, flow_direction, sum(packets), sum(bytes)"
         " FROM flows WHERE log_status != 'NODATA' GROUP BY interface_id, protocol, srcport, dstport, flow_direction"

@@ -13,7 +13,7 @@ from agents.synthetic import SyntheticConfig
 from deploy.broker import free_port
 from flowlogs.kafka import ensure_topics
 from tests.integration.helpers import paced_agent, streaming_settings, wait_until_stored_exactly
-from tests.integration.test_spine import _wait_for
+from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +27,12 @@ def test_one_two_one_workers_mid_stream_keep_totals_exact(settings_factory, work
     agent.start()
     time.sleep(8)
     second = worker_factory(settings.with_section("worker", api_port=free_port()))  # 1 → 2
-    _wait_for(lambda: second.stats()["packets_in"] > 0, 60, "the second worker to get partitions")
+    wait_for(lambda: second.stats()["packets_in"] > 0, 60, "the second worker to get partitions")
     assert "through its owner's API" in second.get("/health")["store"]
     time.sleep(8)
     first_before = first.stats()["packets_in"]
     assert second.stop() == 0  # 2 → 1: it writes what it holds and commits, then leaves
-    _wait_for(lambda: first.stats()["packets_in"] > first_before, 60, "the first worker to take the partitions back")
+    wait_for(lambda: first.stats()["packets_in"] > first_before, 60, "the first worker to take the partitions back")
     agent.join(120)
     assert sent and sent[0].failed_frames == 0
     want = {eni: (c.packets, c.bytes) for eni, c in sent[0].per_eni.items()}

@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -22,20 +21,13 @@ from pipeline.process import WorkerProcess
 from pipeline.query import run_sql
 from schemas import flow_record, frame, topics
 from tests import reference
+from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
 # Recent enough to be inside the store's retention (TTL), fixed for the whole run.
 START_NS = (int(time.time()) // 60 * 60 - 1800) * 1_000_000_000 + 1_000_000_000
 
-
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _publish(settings: Settings, config: SyntheticConfig) -> tuple[list, FramePublisher]:
@@ -92,7 +84,7 @@ def test_conservation_every_packet_and_byte_lands_exactly_once(settings_factory,
     sent_packets, sent_bytes = publisher.stats.packets, publisher.stats.bytes
     assert sent_packets == 630_000
 
-    _wait_for(lambda: _stored_totals(worker)[0] >= sent_packets, 120, "all packets in the store")
+    wait_for(lambda: _stored_totals(worker)[0] >= sent_packets, 120, "all packets in the store")
     assert _stored_totals(worker) == (sent_packets, sent_bytes)
 
     # Row by row against a pure-Python aggregation of the very same packets.
@@ -132,12 +124,12 @@ def test_graceful_restart_neither_loses_nor_repeats(settings_factory, worker_fac
     first = worker_factory(settings)
     config = SyntheticConfig(enis=3, flows=500, rate=20_000, duration=8, pace=False, start_ns=START_NS, seed=3)
     _, publisher = _publish(settings, config)
-    _wait_for(lambda: first.stats()["packets_in"] == publisher.stats.packets, 60, "the worker to read every frame")
+    wait_for(lambda: first.stats()["packets_in"] == publisher.stats.packets, 60, "the worker to read every frame")
     assert first.stop() == 0  # SIGTERM: open windows are written and committed
     second = worker_factory(settings)
     later = SyntheticConfig(enis=3, flows=500, rate=20_000, duration=4, pace=False, start_ns=START_NS + 60 * 10**9, seed=4)
     _, publisher2 = _publish(settings.with_section("agent", agent_id="second"), later)
-    _wait_for(lambda: second.stats()["packets_in"] >= publisher2.stats.packets, 60, "the second worker to read")
+    wait_for(lambda: second.stats()["packets_in"] >= publisher2.stats.packets, 60, "the second worker to read")
     second.post("/drain")
     total = publisher.stats.packets + publisher2.stats.packets
     assert _stored_totals(second) == (total, publisher.stats.bytes + publisher2.stats.bytes)
@@ -167,7 +159,7 @@ def test_bad_frames_go_to_the_dead_letter_topic_and_the_worker_goes_on(settings_
     producer.flush(30)
     _, publisher = _publish(settings, config)
 
-    _wait_for(lambda: _stored_totals(worker)[0] >= publisher.stats.packets, 90, "the good frames in the store")
+    wait_for(lambda: _stored_totals(worker)[0] >= publisher.stats.packets, 90, "the good frames in the store")
     assert _stored_totals(worker) == (publisher.stats.packets, publisher.stats.bytes)
     assert worker.stats()["dead_letters"] == 3
 

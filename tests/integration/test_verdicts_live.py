@@ -18,7 +18,7 @@ from flowlogs.kafka import ensure_topics
 from pipeline import rules_topic
 from schemas.rules import parse_rules
 from tests.integration.helpers import paced_agent, wait_until_stored_exactly
-from tests.integration.test_spine import _wait_for
+from tests.integration.helpers import wait_for
 from tests.reference_verdicts import Flow, Reference
 
 pytestmark = pytest.mark.integration
@@ -99,7 +99,7 @@ def test_rule_change_while_traffic_flows(settings_factory, worker_factory, tmp_p
         }
     )
     rejects = worker_factory(rejects_settings)
-    _wait_for(lambda: worker.stats()["rule_set_version"] == 1, 60, "the worker to load rule set 1")
+    wait_for(lambda: worker.stats()["rule_set_version"] == 1, 60, "the worker to load rule set 1")
 
     config = SyntheticConfig(enis=ENIS, flows=300, rate=3_000, duration=24, seed=5, zipf=0.0)
     thread, sent = paced_agent(settings, config)
@@ -108,7 +108,7 @@ def test_rule_change_while_traffic_flows(settings_factory, worker_factory, tmp_p
     published_at = time.time()
     v2 = rules_topic.publish(settings, parse_rules(no_tcp_rules(eni_ids), "test"))
     assert v2.version == 2
-    _wait_for(lambda: worker.stats()["rule_set_version"] == 2, 10, "the worker to take rule set 2")
+    wait_for(lambda: worker.stats()["rule_set_version"] == 2, 10, "the worker to take rule set 2")
     taken_after = time.time() - published_at
     assert taken_after < 5, f"rule set 2 took {taken_after:.1f} s to be in force"
     thread.join(120)
@@ -132,7 +132,7 @@ def test_rule_change_while_traffic_flows(settings_factory, worker_factory, tmp_p
     assert {a for v, a, _ in outcomes if v == 1} == {"ACCEPT"}
 
     # The REJECT-only flow log: exactly the rejected records, none of the accepted ones.
-    _wait_for(lambda: not rejects.stats()["open_windows"] and not rejects.stats()["pending_rows"]
+    wait_for(lambda: not rejects.stats()["open_windows"] and not rejects.stats()["pending_rows"]
               and rejects.stats()["packets_in"] >= stats.packets, 120, "the REJECT flow log to catch up")
     rejected = stored(rejects.query)
     assert rejected and {r[8] for r in rejected} == {"REJECT"}
