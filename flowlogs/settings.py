@@ -145,7 +145,9 @@ class ScanSettings(_Section):
     ports: float = Field(15, gt=0, description="port scan: score of distinct ports reached on one host")
     failed_weight: float = Field(1.0, gt=0, description="score of a failed contact (every flow to it TCP SYN-only or REJECT)")
     answered_weight: float = Field(
-        0.02, ge=0, description="score of a contact that was answered: busy clients reach many servers, so it counts little"
+        0.0, ge=0,
+        description="score of a contact that was answered; 0 (Zeek's choice): busy clients — NAT gateways, proxies —"
+        " reach thousands of servers a minute. Raise it (e.g. 0.02) to catch sweeps that succeed, at that risk",
     )
 
 

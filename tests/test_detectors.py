@@ -47,9 +47,12 @@ def test_failed_contacts_make_an_address_scan_and_answered_ones_count_little() -
     d = detectors()
     assert kinds(observe(d, sweep("198.51.100.1", 24))) == []  # 24 < 25
     assert kinds(observe(d, sweep("198.51.100.1", 25, window=W))) == [("address_scan", "198.51.100.1", "tcp/22")]
-    # A busy client: 1000 answered connections on one port score 1000 × 0.02 = 20 < 25.
-    busy = [Flow("10.0.0.10", f"203.0.{h // 250}.{h % 250}", 40000 + h % 20000, 443, flags=SYN | ACK) for h in range(1000)]
+    # A busy client: answered connections count nothing by default…
+    busy = [Flow("10.0.0.10", f"203.0.{h // 250}.{h % 250}", 40000 + h % 20000, 443, flags=SYN | ACK) for h in range(1300)]
     assert kinds(observe(detectors(), busy)) == []
+    # …and a little when asked to: 1300 × 0.02 = 26 ≥ 25.
+    assert kinds(observe(detectors(scan={"answered_weight": 0.02}), busy)) == [("address_scan", "10.0.0.10", "tcp/443")]
+    assert kinds(observe(detectors(scan={"answered_weight": 0.02}), busy[:1200])) == []
 
 
 def test_rejected_flows_and_resets_are_failed_contacts() -> None:

@@ -19,6 +19,14 @@ from schemas import flow_record
 
 _COUNTED = [flow_record.LOG_STATUSES.index(s) for s in ("OK", "NODATA")]
 _SKIPPED = flow_record.LOG_STATUSES.index("SKIPDATA")
+_ENI_BITS = 24
+_ENI_MASK = (1 << _ENI_BITS) - 1
+
+
+def _pair_keys(c: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """One int64 per (window start, ENI index) of ``rows`` (indices or a mask): sorting them
+    sorts by window, then ENI."""
+    return (c["window_start"][rows].astype(np.int64) << _ENI_BITS) | c["eni"][rows].astype(np.int64)
 
 
 class BandwidthOveruseDetector:
@@ -38,17 +46,14 @@ class BandwidthOveruseDetector:
         c, ctx = batch.cols, self.context
         status = c["log_status"]
         rows = np.flatnonzero(np.isin(status, _COUNTED))
-        skipped = np.unique(np.stack([c["window_start"][status == _SKIPPED], c["eni"][status == _SKIPPED]]), axis=1)
-        keys = np.stack([c["window_start"][rows].astype(np.int64), c["eni"][rows].astype(np.int64)])
-        pairs, inverse = np.unique(keys, axis=1, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        total = np.bincount(inverse, weights=c["bytes"][rows], minlength=pairs.shape[1])
-        lost = {(int(w), int(e)) for w, e in skipped.T}
+        lost = set(np.unique(_pair_keys(c, status == _SKIPPED)).tolist())
+        pairs, inverse = np.unique(_pair_keys(c, rows), return_inverse=True)  # sorted: windows in time order
+        total = np.bincount(inverse, weights=c["bytes"][rows], minlength=pairs.size)
         seconds = ctx.window_seconds
         findings = []
-        for p in np.lexsort((pairs[1], pairs[0])).tolist():  # windows in time order
-            start, eni = int(pairs[0, p]), int(pairs[1, p])
-            if (start, eni) in lost:
+        for p, key in enumerate(pairs.tolist()):
+            start, eni = key >> _ENI_BITS, key & _ENI_MASK
+            if key in lost:
                 continue
             settings = ctx.eni(eni).bandwidth
             bps = total[p] * 8 / seconds

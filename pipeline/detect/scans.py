@@ -10,8 +10,10 @@ In the spirit of Zeek's scan policy, per VPC and over a sliding period (default 
   without RST, any UDP reply) or the client's TCP flow carries an ACK (it saw the SYN-ACK).
   UDP has no handshake to judge: an unanswered UDP contact is not counted as failed.
 * a contact scores ``failed_weight`` (default 1) when it failed and was never answered,
-  else ``answered_weight`` (default 0.02): busy clients reach many servers, so answered
-  contacts count little, and a sweep of closed ports or dark addresses counts fully.
+  else ``answered_weight`` (default 0, as in Zeek: a NAT gateway or a proxy reaches
+  thousands of servers a minute, all answered); a sweep of closed ports or dark addresses
+  counts fully. With answered contacts weighing nothing, only flows of contacts that
+  failed are kept — a small share of a busy window.
 * an **address scan** is a (client, protocol, port) whose contacts to distinct servers
   score ``scan.hosts`` (25) or more; a **port scan** is a (client, server) whose contacts
   on distinct ports score ``scan.ports`` (15) or more.
@@ -46,25 +48,40 @@ class ScanDetector:
 
     def observe(self, batch: FlowBatch) -> list[Finding]:
         c = batch.cols
+        if c["window_start"].size:
+            self._forget_before(int(c["window_start"].max()) + self.context.window_seconds)
         rows = np.flatnonzero(batch.traffic() & np.isin(c["protocol"], (TCP, UDP)))
+        facts = self._flow_facts(batch, rows)
+        if not any(self.context.vpc(v).scan.answered_weight for v in self.context.vpc_ids):
+            # Answered contacts score nothing: only contacts with a failed flow, and those
+            # already remembered (a later answer cancels a failure), can make a scan. At a
+            # million flows per window that is a small share of the rows.
+            remembered = self._state["contact"] if self._state is not None else np.empty(0, np.uint64)
+            keep = np.isin(facts["contact"], np.concatenate([facts["contact"][facts["failed"]], remembered]))
+            facts = {k: v[keep] for k, v in facts.items()}
+        rows = facts.pop("row")
         if rows.size == 0:
             return []
-        new, row_groups = self._contacts(batch, rows)
+        new, row_groups = self._contacts(facts)
         self._merge(new)
         state = self._state
         assert state is not None
-        window_end = int(new["last"].max())
-        period = np.array([self.context.vpc(v).scan.period_seconds for v in self.context.vpc_ids])
-        keep = state["last"] > window_end - period[state["vpc"]]
-        self._state = state = {k: v[keep] for k, v in state.items()}
         touched = np.isin(state["contact"], new["contact"])
         findings = self._groups(batch, rows, row_groups[0], state, touched, "address_scan")
         findings += self._groups(batch, rows, row_groups[1], state, touched, "port_scan")
         return findings
 
-    def _contacts(self, batch: FlowBatch, rows: np.ndarray) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-        """The batch's flows as contacts, one row per distinct contact; and the address and
-        port group of each of ``rows``."""
+    def _forget_before(self, window_end: int) -> None:
+        """Drop contacts last seen a whole period before ``window_end`` (event time)."""
+        state = self._state
+        if state is None:
+            return
+        period = np.array([self.context.vpc(v).scan.period_seconds for v in self.context.vpc_ids])
+        keep = state["last"] > window_end - period[state["vpc"]]
+        self._state = {k: v[keep] for k, v in state.items()}
+
+    def _flow_facts(self, batch: FlowBatch, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Per flow of ``rows``: its contact's parts and id, and whether it failed or was answered."""
         c = batch.cols
         proto = c["protocol"][rows].astype(np.uint64)
         tcp = proto == TCP
@@ -80,31 +97,46 @@ class ScanDetector:
         vpc = self.context.vpc_codes()[c["eni"][rows]].astype(np.uint64)
         reset = (flags & RST) != 0
         failed = rejected | syn_only | (tcp & ~from_client & reset)
-        answered = ~failed & ((tcp & ((flags & ACK) != 0) & ~reset) | (~tcp & ~from_client))
-        start = c["window_start"][rows].astype(np.int64)
         what = (vpc << np.uint64(24)) | (proto << np.uint64(16)) | service
-        contact = stable_hash(client, server, what)
-        row_groups = (stable_hash(client, what), stable_hash(client, server, (vpc << np.uint64(8)) | proto))
-        unique, first_row, inverse = np.unique(contact, return_index=True, return_inverse=True)
+        return {
+            "row": rows,
+            "client": client,
+            "server": server,
+            "proto": proto,
+            "service": service,
+            "vpc": vpc,
+            "what": what,
+            "contact": stable_hash(client, server, what),
+            "failed": failed,
+            "answered": ~failed & ((tcp & ((flags & ACK) != 0) & ~reset) | (~tcp & ~from_client)),
+            "start": c["window_start"][rows].astype(np.int64),
+        }
+
+    def _contacts(self, f: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """The flows as contacts, one row per distinct contact; and the address and port
+        group of each flow."""
+        client, server, proto, vpc = f["client"], f["server"], f["proto"], f["vpc"]
+        row_groups = (stable_hash(client, f["what"]), stable_hash(client, server, (vpc << np.uint64(8)) | proto))
+        unique, first_row, inverse = np.unique(f["contact"], return_index=True, return_inverse=True)
         k = unique.size
 
         def any_of(flag: np.ndarray) -> np.ndarray:
             return np.bincount(inverse, weights=flag, minlength=k) > 0
 
         first = np.full(k, np.iinfo(np.int64).max)
-        np.minimum.at(first, inverse, start)
+        np.minimum.at(first, inverse, f["start"])
         last = np.zeros(k, np.int64)
-        np.maximum.at(last, inverse, start + self.context.window_seconds)
+        np.maximum.at(last, inverse, f["start"] + self.context.window_seconds)
         return {
             "contact": unique,
             "address_group": row_groups[0][first_row],
             "port_group": row_groups[1][first_row],
             "client": client[first_row],
             "server": server[first_row],
-            "service": (service | (proto << np.uint64(16)))[first_row],
+            "service": (f["service"] | (proto << np.uint64(16)))[first_row],
             "vpc": vpc[first_row].astype(np.int64),
-            "answered": any_of(answered),
-            "failed": any_of(failed),
+            "answered": any_of(f["answered"]),
+            "failed": any_of(f["failed"]),
             "first": first,
             "last": last,
         }, row_groups

@@ -73,16 +73,14 @@ class UncommonProtocolDetector:
         rows = np.flatnonzero(batch.traffic() & batch.accepted() & ~unanswered_opener)
         if rows.size == 0:
             return []
-        eni = c["eni"][rows].astype(np.int64)
         start = c["window_start"][rows].astype(np.int64)
-        pairs = flow_pairs(c, rows)
-        keys, inverse = np.unique(np.stack([eni, pairs]), axis=1, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        first = np.full(keys.shape[1], np.iinfo(np.int64).max)
+        # One int64 per (ENI, pair): pairs fit in 25 bits.
+        keys, inverse = np.unique((c["eni"][rows].astype(np.int64) << 32) | flow_pairs(c, rows), return_inverse=True)
+        first = np.full(keys.size, np.iinfo(np.int64).max)
         np.minimum.at(first, inverse, start)
-        new: dict[tuple[int, int], list[int]] = {}  # (ENI, protocol) → key columns
+        new: dict[tuple[int, int], list[int]] = {}  # (ENI, protocol) → indexes into keys
         for k in np.argsort(first, kind="stable").tolist():
-            e, pair = int(keys[0, k]), int(keys[1, k])
+            e, pair = int(keys[k]) >> 32, int(keys[k]) & 0xFFFFFFFF
             settings = ctx.eni(e).uncommon
             learn_until = self._learn_until.setdefault(e, int(first[k]) + int(settings.learn_seconds))
             known = self._baseline.setdefault(e, set())
@@ -97,7 +95,7 @@ class UncommonProtocolDetector:
         for (e, proto), ks in new.items():
             members = rows[np.isin(inverse, ks)]
             interface_id = ctx.eni_ids[e]
-            listed = [pair_text(int(keys[1, k])) for k in ks]
+            listed = [pair_text(int(keys[k]) & 0xFFFFFFFF) for k in ks]
             proto_name = _NAMES.get(proto, str(proto))
             findings.append(
                 Finding(
