@@ -78,6 +78,26 @@ class StoreSettings(_Section):
     ttl_1m_days: int = Field(7, ge=1, description="retention of the 1-minute rollup")
     ttl_5m_days: int = Field(90, ge=1, description="retention of the 5-minute rollup")
     ttl_1h_days: int = Field(365, ge=1, description="retention of the 1-hour rollup")
+    cluster: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="a cluster of the server's remote_servers: every table sharded and replicated across it"
+        " (schemas/cluster.py); unset = one server",
+    )
+    replication_path: str = Field(
+        "/clickhouse/tables/{shard}/{database}/{table}",
+        description="Keeper path of each replicated table in cluster mode: {database} and {table} are filled in,"
+        " {shard} and other macros by each server",
+    )
+
+    @model_validator(mode="after")
+    def _cluster_is_served(self) -> "StoreSettings":
+        if self.cluster and self.url is None:
+            raise ValueError("store.cluster needs store.url, a server of that cluster: embedded chDB runs no cluster")
+        missing = [m for m in ("{shard}", "{table}") if m not in self.replication_path]
+        if missing:
+            raise ValueError(f"store.replication_path needs {' and '.join(missing)}: each shard and table its own Keeper path")
+        return self
 
     def rollup_ttl_days(self) -> dict[str, int]:
         """Retention of each rollup, by its label in schemas/rollups.py."""

@@ -25,6 +25,7 @@ from flowlogs.settings import Settings
 from pipeline.api_auth import bearer
 from pipeline.store import Store, read_owner
 from schemas import saved
+from schemas.cluster import LOCAL_SUFFIX
 from schemas.flow_record import COLUMN_NAMES, FLOWS_TABLE, sql_string
 
 _ID = re.compile(r"^[A-Za-z0-9._:-]+$")
@@ -133,9 +134,12 @@ class ResultSets:
         if not self._exists(check_name(name)):
             return False
         partition = sql_string(name)
+        cluster = self.store.settings.store.cluster
+        # In cluster mode the rows are in each shard's local table (the named ones distribute).
+        where = f"{LOCAL_SUFFIX} ON CLUSTER {cluster}" if cluster else ""
         for table in INSERT_TABLES:
-            self.store.command(f"ALTER TABLE {table} DROP PARTITION {partition}")
-        self.store.command(f"DELETE FROM {saved.RESULT_SETS_TABLE} WHERE name = {partition}")
+            self.store.command(f"ALTER TABLE {table}{where} DROP PARTITION {partition}")
+        self.store.command(f"DELETE FROM {saved.RESULT_SETS_TABLE}{where} WHERE name = {partition}")
         return True
 
 

@@ -22,8 +22,8 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from flowlogs.errors import StoreError, StoreLockedError
 from flowlogs.settings import Settings
-from pipeline.table_choice import retention_days
-from schemas import alerts, flow_record, rollups, saved, window_closes
+from pipeline import migrations
+from schemas import flow_record
 
 log = logging.getLogger(__name__)
 
@@ -122,81 +122,16 @@ class Store:
         self._release_ownership()
 
     def migrate(self) -> None:
-        """Create the database, the flows table, its rollups, the close log, the alerts table and
-        the result-set tables if missing; apply the TTLs.
+        """Bring the flows database to the current schema: pipeline/migrations.py applies the
+        versioned migrations not yet recorded in ``schema_migrations``, then creates any table
+        or view of schemas/ that is missing (a new rollup filled from the stored flows first),
+        adds any missing flow-record column and applies the configured TTLs — on one server, or
+        ON CLUSTER to the local and Distributed tables of ``store.cluster`` (schemas/cluster.py).
 
-        Idempotent. A rollup created next to a ``flows`` table that already holds rows is
-        filled from it before its view starts adding new inserts; that is exact when no other
-        process inserts meanwhile (a worker migrates before it consumes). A TTL setting that
-        differs from a table's TTL is applied with ALTER TABLE … MODIFY TTL.
+        Idempotent: a second run applies nothing.
         """
-        db = self.settings.store.database
-        ttl = retention_days(self.settings.store)
-        self.command(f"CREATE DATABASE IF NOT EXISTS {db}")
-        self.command(flow_record.create_table_ddl(f"{db}.{flow_record.FLOWS_TABLE}", ttl[flow_record.FLOWS_TABLE]))
-        self._add_new_columns(db)
-        self._apply_ttl(db, flow_record.FLOWS_TABLE, "window_start", ttl[flow_record.FLOWS_TABLE])
-        for rollup in rollups.ROLLUPS:
-            is_new = not self._table_exists(db, rollup.table)
-            self.command(rollups.create_table_ddl(rollup, ttl[rollup.table], db))
-            if is_new:
-                self._backfill(db, rollup)
-            self.command(rollups.create_view_ddl(rollup, db))
-            self._apply_ttl(db, rollup.table, rollups.BUCKET, ttl[rollup.table])
-        self.command(window_closes.create_table_ddl(f"{db}.{window_closes.TABLE}"))
-        self.command(alerts.create_table_ddl(f"{db}.{alerts.TABLE}"))
-        self.command(saved.result_sets_ddl(f"{db}.{saved.RESULT_SETS_TABLE}"))
-        self.command(saved.saved_flows_ddl(f"{db}.{saved.FLOWS_TABLE}"))
-        self.command(saved.saved_packets_ddl(f"{db}.{saved.PACKETS_TABLE}"))
-        self._client.database = db  # unqualified names in queries mean the flows database
-
-    def _add_new_columns(self, db: str) -> None:
-        """Fields added to the flow record since the table was created become columns
-        (rows stored before get the type's default: 0, '' or the first enum value)."""
-        _, rows = self.query(
-            "SELECT name FROM system.columns WHERE database = {db:String} AND table = {table:String}",
-            {"db": db, "table": flow_record.FLOWS_TABLE},
-        )
-        present = {r[0] for r in rows}
-        previous = None
-        for f in flow_record.FLOW_FIELDS:
-            if f.column not in present:
-                log.info("adding column %s to %s.%s", f.column, db, flow_record.FLOWS_TABLE)
-                self.command(
-                    f"ALTER TABLE {db}.{flow_record.FLOWS_TABLE} ADD COLUMN IF NOT EXISTS {flow_record.column_ddl(f)}"
-                    + (f" AFTER `{previous}`" if previous else " FIRST")
-                )
-            previous = f.column
-
-    def _backfill(self, db: str, rollup: rollups.Rollup) -> None:
-        """Fill a new rollup from the flows rows already stored, one day partition at a time
-        (buckets never cross midnight), so no GROUP BY has to hold more than a day."""
-        _, days = self.query(
-            "SELECT DISTINCT partition FROM system.parts WHERE database = {db:String} AND table = {table:String}"
-            " AND active ORDER BY partition",
-            {"db": db, "table": flow_record.FLOWS_TABLE},
-        )
-        for (day,) in days:
-            where = f"{flow_record.PARTITION_KEY} = toDate({flow_record.sql_string(day)})"
-            self.command(f"INSERT INTO {db}.{rollup.table} " + rollups.select_sql(rollup, db, where))
-        if days:
-            log.info("filled %s.%s from %d days of stored flows", db, rollup.table, len(days))
-
-    def _table_exists(self, db: str, table: str) -> bool:
-        _, rows = self.query(
-            "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {table:String}",
-            {"db": db, "table": table},
-        )
-        return bool(rows[0][0])
-
-    def _apply_ttl(self, db: str, table: str, column: str, days: int) -> None:
-        _, rows = self.query(
-            "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {table:String}",
-            {"db": db, "table": table},
-        )
-        if f"TTL {column} + toIntervalDay({days})" not in rows[0][0]:
-            log.info("setting the TTL of %s.%s to %d days", db, table, days)
-            self.command(f"ALTER TABLE {db}.{table} MODIFY TTL {column} + INTERVAL {days} DAY")
+        migrations.migrate(self, self.settings.store)
+        self._client.database = self.settings.store.database  # unqualified names in queries mean the flows database
 
     def command(self, sql: str) -> Any:
         with self._lock:
@@ -215,6 +150,10 @@ class Store:
         }
         if dedup_token:
             settings["insert_deduplication_token"] = dedup_token
+        if self.settings.store.cluster:
+            # Return only once the rows are on their shards: the worker then acknowledges
+            # frames whose rows are durable there, not queued on the node that took them.
+            settings["distributed_foreground_insert"] = 1
         target = f"{self.settings.store.database}.{flow_record.FLOWS_TABLE}"
         with self._lock:
             try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from schemas.flow_record import FlowField, column_ddl, enum_type, record_json_schema
+from schemas.flow_record import FlowField, column_ddl, enum_type, on_cluster_clause, record_json_schema
 
 ALERT_VERSION = 1
 TABLE = "alerts"
@@ -79,12 +79,15 @@ def alert_id(detector: str, key: str, first_seen: int) -> str:
     return hashlib.blake2b(f"{detector}/{key}/{first_seen}".encode(), digest_size=16).hexdigest()
 
 
-def create_table_ddl(table: str = TABLE, ttl_days: int = 365) -> str:
+# Every update of an alert is inserted; merges keep the one with the most updates.
+ENGINE = "ReplacingMergeTree(updates)"
+
+
+def create_table_ddl(table: str = TABLE, ttl_days: int = 365, *, engine: str = ENGINE, on_cluster: str | None = None) -> str:
     lines = [f"    {column_ddl(f)}" for f in ALERT_FIELDS]
     return (
-        f"CREATE TABLE IF NOT EXISTS {table}\n(\n" + ",\n".join(lines) + "\n)\n"
-        # Every update of an alert is inserted; merges keep the one with the most updates.
-        "ENGINE = ReplacingMergeTree(updates)\n"
+        f"CREATE TABLE IF NOT EXISTS {table}{on_cluster_clause(on_cluster)}\n(\n" + ",\n".join(lines) + "\n)\n"
+        f"ENGINE = {engine}\n"
         "PARTITION BY toYYYYMM(first_seen)\n"
         "ORDER BY (alert_id)\n"
         f"TTL last_seen + INTERVAL {ttl_days} DAY"

@@ -83,6 +83,13 @@ COLUMN_NAMES = tuple(f.column for f in FLOW_FIELDS)
 
 SORT_KEY = ("interface_id", "window_start", "srcaddr", "dstaddr", "flow_id")
 PARTITION_KEY = "toDate(window_start)"
+ENGINE = "MergeTree"  # on a cluster, its Replicated form (schemas/cluster.py)
+
+# How many inserts' deduplication tokens a table remembers, and for how long a replicated
+# table keeps them in Keeper (ClickHouse's default is an hour): a replay comes well within
+# the close log's retention (schemas/window_closes.py), and the count bounds it before then.
+DEDUP_WINDOW = 10_000
+DEDUP_WINDOW_SECONDS = 7 * 86_400
 
 
 def sql_string(text: str) -> str:
@@ -95,21 +102,39 @@ def column_ddl(f: FlowField) -> str:
     return f"`{f.column}` {f.clickhouse_type}{' ' + f.codec if f.codec else ''} COMMENT {sql_string(f.description)}"
 
 
-def create_table_ddl(table: str = FLOWS_TABLE, ttl_days: int = 15) -> str:
-    """CREATE TABLE for the raw flows table.
+def on_cluster_clause(cluster: str | None) -> str:
+    """`` ON CLUSTER <cluster>`` for DDL every node of a cluster runs; nothing on one server."""
+    return f" ON CLUSTER {cluster}" if cluster else ""
+
+
+def dedup_settings(engine: str) -> str:
+    """The table settings that make ``engine`` drop a repeated insert (same ``insert_deduplication_token``):
+    a non-replicated table keeps the tokens on its disk, a replicated one in Keeper."""
+    if engine.startswith("Replicated"):
+        return (
+            f"replicated_deduplication_window = {DEDUP_WINDOW},"
+            f" replicated_deduplication_window_seconds = {DEDUP_WINDOW_SECONDS}"
+        )
+    return f"non_replicated_deduplication_window = {DEDUP_WINDOW}"
+
+
+def create_table_ddl(
+    table: str = FLOWS_TABLE, ttl_days: int = 15, *, engine: str = ENGINE, on_cluster: str | None = None
+) -> str:
+    """CREATE TABLE for the raw flows table (``engine`` and ``on_cluster``: schemas/cluster.py).
 
     ``non_replicated_deduplication_window`` lets a replayed insert carrying the same
     ``insert_deduplication_token`` be dropped by the server.
     """
     lines = [f"    {column_ddl(f)}" for f in FLOW_FIELDS]
     return (
-        f"CREATE TABLE IF NOT EXISTS {table}\n(\n"
+        f"CREATE TABLE IF NOT EXISTS {table}{on_cluster_clause(on_cluster)}\n(\n"
         + ",\n".join(lines)
-        + "\n)\nENGINE = MergeTree\n"
+        + f"\n)\nENGINE = {engine}\n"
         + f"PARTITION BY {PARTITION_KEY}\n"
         + f"ORDER BY ({', '.join(SORT_KEY)})\n"
         + f"TTL window_start + INTERVAL {ttl_days} DAY\n"
-        + "SETTINGS non_replicated_deduplication_window = 10000"
+        + f"SETTINGS {dedup_settings(engine)}"
     )
 
 

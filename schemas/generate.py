@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from schemas import alerts, flow_record, frame, rollups, topics, window_closes
+from schemas import alerts, cluster, flow_record, frame, rollups, topics, window_closes
 
 GENERATED_DIR = Path(__file__).with_name("generated")
 
@@ -88,10 +88,23 @@ def _flows_sql() -> str:
     return header + "".join(s + ";\n\n" for s in statements).rstrip("\n") + "\n"
 
 
+def _cluster_sql() -> str:
+    statements = cluster.statements(cluster.Cluster(cluster.SAMPLE_CLUSTER, cluster.SAMPLE_DATABASE))
+    header = (
+        "-- Generated from schemas/cluster.py and the definitions it places — do not edit.\n"
+        f"-- Cluster mode (store.cluster), for a cluster named {cluster.SAMPLE_CLUSTER} and the database"
+        f" {cluster.SAMPLE_DATABASE}: each table's replicated\n"
+        "-- shard-local part, the Distributed table over it, and each rollup's view on the shards.\n"
+        "-- TTLs are the defaults; the store applies the configured ones.\n\n"
+    )
+    return header + "".join(s + ";\n\n" for s in statements).rstrip("\n") + "\n"
+
+
 def rendered() -> dict[str, str]:
     """File name → content for every generated reference file."""
     return {
         "flows.sql": _flows_sql(),
+        "cluster.sql": _cluster_sql(),
         "flow-record.schema.json": orjson.dumps(
             flow_record.json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
         ).decode()

@@ -36,12 +36,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.flow_record import FLOW_FIELDS, FLOWS_TABLE, FlowField, sql_string
+from schemas.flow_record import FLOW_FIELDS, FLOWS_TABLE, FlowField, dedup_settings, on_cluster_clause, sql_string
 
 BUCKET = "bucket"
 MEASURES = ("packets", "bytes")  # flow columns summed as they are
 RECORDS = "records"  # count of flow records summed into a row
 TIME_COLUMN = "window_start"  # the raw column a bucket is cut from
+ENGINE = "SummingMergeTree"  # on a cluster, its Replicated form (schemas/cluster.py)
 
 _FIELDS = {f.column: f for f in FLOW_FIELDS}
 _BUCKET_CODEC = _FIELDS[TIME_COLUMN].codec
@@ -125,8 +126,17 @@ def _dimension_line(f: FlowField) -> str:
     return _column_line(f.column, f.clickhouse_type, f.codec, f.description)
 
 
-def create_table_ddl(rollup: Rollup, ttl_days: int | None = None, database: str | None = None) -> str:
-    """CREATE TABLE for one rollup (SummingMergeTree, day partitions, TTL on the bucket).
+def create_table_ddl(
+    rollup: Rollup,
+    ttl_days: int | None = None,
+    database: str | None = None,
+    *,
+    table: str | None = None,
+    engine: str = ENGINE,
+    on_cluster: str | None = None,
+) -> str:
+    """CREATE TABLE for one rollup (SummingMergeTree, day partitions, TTL on the bucket), named
+    ``table`` instead of ``rollup.table`` when given (``engine``, ``on_cluster``: schemas/cluster.py).
 
     ``non_replicated_deduplication_window`` lets a replayed insert into ``flows`` (same
     ``insert_deduplication_token``) be dropped here too, when the insert sets
@@ -149,20 +159,20 @@ def create_table_ddl(rollup: Rollup, ttl_days: int | None = None, database: str 
         _column_line(RECORDS, "UInt64", _RECORDS_CODEC, "number of flow records summed into this row"),
     ]
     return (
-        f"CREATE TABLE IF NOT EXISTS {_qualified(rollup.table, database)}\n(\n"
+        f"CREATE TABLE IF NOT EXISTS {_qualified(table or rollup.table, database)}{on_cluster_clause(on_cluster)}\n(\n"
         + ",\n".join(lines)
-        + "\n)\nENGINE = SummingMergeTree\n"
+        + f"\n)\nENGINE = {engine}\n"
         + f"PARTITION BY toDate({BUCKET})\n"
         + f"PRIMARY KEY ({', '.join(rollup.primary_key)})\n"
         + f"ORDER BY ({', '.join(rollup.sort_key)})\n"
         + f"TTL {BUCKET} + INTERVAL {days} DAY\n"
-        + "SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1"
+        + f"SETTINGS {dedup_settings(engine)}, ttl_only_drop_parts = 1"
     )
 
 
-def select_sql(rollup: Rollup, database: str | None = None, where: str = "") -> str:
-    """The SELECT that turns raw flow rows into rollup rows: the view's query, and with a
-    ``where`` condition on the raw rows, one step of a backfill."""
+def select_sql(rollup: Rollup, database: str | None = None, where: str = "", *, source: str = FLOWS_TABLE) -> str:
+    """The SELECT that turns raw flow rows (of ``source``) into rollup rows: the view's query,
+    and with a ``where`` condition on the raw rows, one step of a backfill."""
     selected = [
         f"    toStartOfInterval({TIME_COLUMN}, {rollup.interval}) AS {BUCKET}",
         *(f"    {d}" for d in rollup.dimensions),
@@ -172,16 +182,24 @@ def select_sql(rollup: Rollup, database: str | None = None, where: str = "") -> 
     return (
         "SELECT\n"
         + ",\n".join(selected)
-        + f"\nFROM {_qualified(FLOWS_TABLE, database)}\n"
+        + f"\nFROM {_qualified(source, database)}\n"
         + (f"WHERE {where}\n" if where else "")
         + f"GROUP BY {', '.join((BUCKET, *rollup.dimensions))}"
     )
 
 
-def create_view_ddl(rollup: Rollup, database: str | None = None) -> str:
-    """CREATE MATERIALIZED VIEW … TO the rollup table, from the raw flows table."""
+def create_view_ddl(
+    rollup: Rollup,
+    database: str | None = None,
+    *,
+    source: str = FLOWS_TABLE,
+    target: str | None = None,
+    on_cluster: str | None = None,
+) -> str:
+    """CREATE MATERIALIZED VIEW … TO the rollup table (``target``), from the raw flows table
+    (``source``); on a cluster, the shard-local ones (schemas/cluster.py)."""
     return (
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {_qualified(rollup.view, database)}"
-        f" TO {_qualified(rollup.table, database)}\nAS "
-        + select_sql(rollup, database)
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {_qualified(rollup.view, database)}{on_cluster_clause(on_cluster)}"
+        f" TO {_qualified(target or rollup.table, database)}\nAS "
+        + select_sql(rollup, database, source=source)
     )

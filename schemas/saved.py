@@ -14,13 +14,16 @@ from __future__ import annotations
 import re
 
 from schemas import flow_record, frame
-from schemas.flow_record import FLOW_FIELDS, column_ddl, enum_type, sql_string
+from schemas.flow_record import FLOW_FIELDS, column_ddl, enum_type, on_cluster_clause, sql_string
 
 RESULT_SETS_TABLE = "result_sets"
 FLOWS_TABLE = "saved_flows"
 PACKETS_TABLE = "saved_packets"
 KINDS = ("rewind", "snapshot")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# A result set made again under the same name replaces the description.
+RESULT_SETS_ENGINE = "ReplacingMergeTree(created_at)"
+ROWS_ENGINE = "MergeTree"  # saved_flows and saved_packets; on a cluster, the Replicated forms (schemas/cluster.py)
 
 # (column, type, meaning) of a result set's description.
 RESULT_SET_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -55,27 +58,26 @@ def _columns(rows: tuple[tuple[str, str, str], ...]) -> str:
     return ",\n".join(f"    `{name}` {ctype} COMMENT {sql_string(doc)}" for name, ctype, doc in rows)
 
 
-def result_sets_ddl(table: str = RESULT_SETS_TABLE) -> str:
+def result_sets_ddl(table: str = RESULT_SETS_TABLE, *, engine: str = RESULT_SETS_ENGINE, on_cluster: str | None = None) -> str:
     return (
-        f"CREATE TABLE IF NOT EXISTS {table}\n(\n{_columns(RESULT_SET_COLUMNS)}\n)\n"
-        # A result set made again under the same name replaces the description.
-        "ENGINE = ReplacingMergeTree(created_at)\nORDER BY name"
+        f"CREATE TABLE IF NOT EXISTS {table}{on_cluster_clause(on_cluster)}\n(\n{_columns(RESULT_SET_COLUMNS)}\n)\n"
+        f"ENGINE = {engine}\nORDER BY name"
     )
 
 
-def saved_flows_ddl(table: str = FLOWS_TABLE) -> str:
+def saved_flows_ddl(table: str = FLOWS_TABLE, *, engine: str = ROWS_ENGINE, on_cluster: str | None = None) -> str:
     lines = ["    `result_set` LowCardinality(String) COMMENT 'the result set the row belongs to'"]
     lines += [f"    {column_ddl(f)}" for f in FLOW_FIELDS]
     return (
-        f"CREATE TABLE IF NOT EXISTS {table}\n(\n" + ",\n".join(lines) + "\n)\n"
-        "ENGINE = MergeTree\nPARTITION BY result_set\n"
+        f"CREATE TABLE IF NOT EXISTS {table}{on_cluster_clause(on_cluster)}\n(\n" + ",\n".join(lines) + "\n)\n"
+        f"ENGINE = {engine}\nPARTITION BY result_set\n"
         f"ORDER BY (result_set, {', '.join(flow_record.SORT_KEY)})"
     )
 
 
-def saved_packets_ddl(table: str = PACKETS_TABLE) -> str:
+def saved_packets_ddl(table: str = PACKETS_TABLE, *, engine: str = ROWS_ENGINE, on_cluster: str | None = None) -> str:
     rows = (("result_set", "LowCardinality(String)", "the result set the packet belongs to"), *PACKET_COLUMNS)
     return (
-        f"CREATE TABLE IF NOT EXISTS {table}\n(\n{_columns(rows)}\n)\n"
-        "ENGINE = MergeTree\nPARTITION BY result_set\nORDER BY (result_set, interface_id, capture_time_ns)"
+        f"CREATE TABLE IF NOT EXISTS {table}{on_cluster_clause(on_cluster)}\n(\n{_columns(rows)}\n)\n"
+        f"ENGINE = {engine}\nPARTITION BY result_set\nORDER BY (result_set, interface_id, capture_time_ns)"
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 
-from schemas.flow_record import sql_string
+from schemas.flow_record import on_cluster_clause, sql_string
 
 TABLE = "window_closes"
 RETENTION_DAYS = 7  # far longer than any replay: Kafka keeps frames for hours, not days
@@ -26,14 +26,15 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("window_ns", "UInt64", "window length the indices refer to"),
 )
 WRITTEN_AT = ("written_at", "DateTime DEFAULT now()", "when the close was recorded")
+# A replayed close is recorded again, identically: keep one row per close.
+ENGINE = "ReplacingMergeTree"
 
 
-def create_table_ddl(table: str = TABLE) -> str:
+def create_table_ddl(table: str = TABLE, *, engine: str = ENGINE, on_cluster: str | None = None) -> str:
     lines = [f"    `{name}` {ctype} COMMENT {sql_string(doc)}" for name, ctype, doc in (*COLUMNS, WRITTEN_AT)]
     return (
-        f"CREATE TABLE IF NOT EXISTS {table}\n(\n" + ",\n".join(lines) + "\n)\n"
-        # A replayed close is recorded again, identically: keep one row per close.
-        "ENGINE = ReplacingMergeTree\n"
+        f"CREATE TABLE IF NOT EXISTS {table}{on_cluster_clause(on_cluster)}\n(\n" + ",\n".join(lines) + "\n)\n"
+        f"ENGINE = {engine}\n"
         "ORDER BY (topic, partition, offset, target)\n"
         f"TTL written_at + INTERVAL {RETENTION_DAYS} DAY"
     )
