@@ -168,9 +168,3 @@ def stable_hash(*columns: np.ndarray) -> np.ndarray:
         else:
             words.append(column.astype(np.uint64))
     return hash_rows(np.vstack(words))
-
-
-def window_bounds(cols: dict[str, np.ndarray], rows: np.ndarray, window_seconds: int) -> tuple[int, int]:
-    """(first window start, last window end) of ``rows``, Unix seconds."""
-    starts = cols["window_start"][rows]
-    return int(starts.min()), int(starts.max()) + window_seconds
