@@ -214,6 +214,10 @@ class DetectSettings(DetectorSettings):
     enabled: bool = True
     threat_ip: ThreatIpSettings = ThreatIpSettings()
     quiet_seconds: float = Field(600, gt=0, description="an alert not raised again for this long is closed")
+    max_scan_contacts: int = Field(
+        2_000_000, ge=1000,
+        description="contacts the scan detector remembers (~50 bytes each); beyond, the ones seen longest ago are forgotten",
+    )
     overrides: dict[str, dict[str, dict[str, Any]]] = Field(
         {},
         description="per VPC, subnet or ENI id: detector sections to change, e.g. {eni-1: {bandwidth: {limit_bps: 1e9}}};"

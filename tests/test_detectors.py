@@ -66,6 +66,21 @@ def test_rejected_flows_and_resets_are_failed_contacts() -> None:
     assert alerts[0]["counts"]["ports"] == 15 and alerts[0]["counts"]["flows"] == 30
 
 
+def test_the_scan_state_is_bounded_and_forgets_the_contacts_seen_longest_ago() -> None:
+    """Over ``max_scan_contacts``, the oldest contacts go first: a slow sweep whose start was
+    forgotten is not reported; the forgetting is counted."""
+    noise = [Flow(f"203.0.{i // 250}.{i % 250}", "10.0.0.10", 40000, 23, action="REJECT", window=W) for i in range(2000)]
+    runs = {}
+    for limit in (2_000_000, 1000):
+        d = detectors(max_scan_contacts=limit)
+        observe(d, sweep("198.51.100.7", 20, window=0))
+        observe(d, noise)  # 2000 one-contact sources: no scan, but remembered
+        runs[limit] = (kinds(observe(d, [Flow("198.51.100.7", f"10.0.0.{200 + h}", 41000 + h, 22, flags=SYN, window=2 * W) for h in range(5)])),
+                       d.snapshot()["scan_contacts"], d.snapshot()["scan_contacts_evicted"])
+    assert runs[2_000_000] == ([("address_scan", "198.51.100.7", "tcp/22")], 2025, 0)
+    assert runs[1000] == ([], 1000, 1025)  # 1020 after the noise, 5 more after the last sweep
+
+
 def test_a_server_answering_many_connections_of_one_client_is_not_a_port_scan() -> None:
     client = [Flow("203.0.113.9", "10.0.0.10", 40000 + i, 22, flags=SYN | ACK) for i in range(40)]
     server = [Flow("10.0.0.10", "203.0.113.9", 22, 40000 + i, flags=SYN | ACK, direction=1) for i in range(40)]

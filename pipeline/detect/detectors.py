@@ -43,7 +43,7 @@ class Detectors:
         self.context = DetectionContext(cfg, inventory, eni_ids, settings.worker.window_seconds)
         self.threat_lists = ThreatLists(cfg.threat_ip.lists)
         self.threat_lists.reload_if_changed()
-        self.scans = ScanDetector(self.context)
+        self.scans = ScanDetector(self.context, cfg.max_scan_contacts)
         self._detectors: list[Any] = [self.scans]
         if cfg.threat_ip.enabled:
             self._detectors.append(ThreatIpDetector(self.context, self.threat_lists))
@@ -91,6 +91,7 @@ class Detectors:
             "alerts_closed": self.book.closed,
             "alerts_open": self.book.open_alerts,
             "scan_contacts": self.scans.contacts,
+            "scan_contacts_evicted": self.scans.evicted,
             "threat_lists_version": self.threat_lists.version,
             "detect_seconds": round(self.seconds, 3),
         }

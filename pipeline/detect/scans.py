@@ -19,69 +19,126 @@ In the spirit of Zeek's scan policy, per VPC and over a sliding period (default 
   on distinct ports score ``scan.ports`` (15) or more.
 
 Thresholds are those of the VPC the flows were seen in. TCP and UDP only. The state is
-the distinct contacts of the period, in numpy arrays, merged once per batch.
+the distinct contacts of the period: numpy arrays sorted by contact id, into which each
+batch is merged (binary search, no re-sort), and of which only the groups a batch touched
+are scored again — the work per batch follows the batch, not the state. The state holds
+at most ``detect.max_scan_contacts`` contacts (~50 bytes each); beyond, those seen longest
+ago are forgotten first (counted in ``evicted``; a warning says so), like the memcap of
+Snort's port-scan tracker.
 """
 
 from __future__ import annotations
+
+import logging
+import time
 
 import numpy as np
 
 from pipeline.detect.batch import ACK, RST, SYN, TCP, UDP, DetectionContext, Finding, FlowBatch, address_text, stable_hash
 
+log = logging.getLogger(__name__)
+
 _PROTO_NAMES = {TCP: "tcp", UDP: "udp"}
 _HIGH = 4.0  # a scan scoring this many times its threshold is "high" severity
+_EVICTION_WARNING_SECONDS = 60.0
 
-# The per-contact state, one array each, aligned.
-_FIELDS = ("contact", "address_group", "port_group", "client", "server", "service", "vpc", "answered", "failed", "first", "last")
+# The per-contact state, one array each, aligned, sorted by contact.
+_STATE_TYPES = {
+    "contact": np.uint64, "address_group": np.uint64, "port_group": np.uint64, "vpc": np.int32,
+    "answered": np.bool_, "failed": np.bool_, "first": np.int64, "last": np.int64,
+}
+# Per detector: the state's group column, and which flow fact is each flow's group.
+_GROUP_OF = {"address_scan": "address_group", "port_scan": "port_group"}
+
+
+def _member(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` found in ``sorted_values`` (binary search: the cost follows ``values``)."""
+    return _found(sorted_values, values, np.searchsorted(sorted_values, values))
+
+
+def _found(sorted_values: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Whether ``values`` are at their insertion points ``at`` in ``sorted_values``."""
+    if sorted_values.size == 0:
+        return np.zeros(values.size, bool)
+    return sorted_values[np.minimum(at, sorted_values.size - 1)] == values
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    ordered = np.sort(values)
+    return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])] if ordered.size else ordered
+
+
+def _slices(group_of: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions ordered by group, start of each group's run in it; one more at the end)."""
+    order = np.argsort(group_of, kind="stable")
+    return order, np.concatenate([[0], np.cumsum(np.bincount(group_of, minlength=groups))])
 
 
 class ScanDetector:
     """Address and port scans over a sliding period (see the module docstring)."""
 
-    def __init__(self, context: DetectionContext) -> None:
+    def __init__(self, context: DetectionContext, max_contacts: int) -> None:
         self.context = context
-        self._state: dict[str, np.ndarray] | None = None
+        self.max_contacts = max_contacts
+        self._state = {name: np.empty(0, dtype) for name, dtype in _STATE_TYPES.items()}
+        self.evicted = 0  # contacts forgotten early, the state being full
+        self._warned_at = -_EVICTION_WARNING_SECONDS
 
     @property
     def contacts(self) -> int:
-        return 0 if self._state is None else len(self._state["contact"])
+        return len(self._state["contact"])
 
     def observe(self, batch: FlowBatch) -> list[Finding]:
         c = batch.cols
         if c["window_start"].size:
             self._forget_before(int(c["window_start"].max()) + self.context.window_seconds)
-        rows = np.flatnonzero(batch.traffic() & np.isin(c["protocol"], (TCP, UDP)))
+        protocol = c["protocol"]
+        rows = np.flatnonzero(batch.traffic() & ((protocol == TCP) | (protocol == UDP)))
         facts = self._flow_facts(batch, rows)
+        new, contact_of_flow = self._contacts(facts)
         if not any(self.context.vpc(v).scan.answered_weight for v in self.context.vpc_ids):
             # Answered contacts score nothing: only contacts with a failed flow, and those
             # already remembered (a later answer cancels a failure), can make a scan. At a
             # million flows per window that is a small share of the rows.
-            remembered = self._state["contact"] if self._state is not None else np.empty(0, np.uint64)
-            keep = np.isin(facts["contact"], np.concatenate([facts["contact"][facts["failed"]], remembered]))
-            facts = {k: v[keep] for k, v in facts.items()}
-        rows = facts.pop("row")
-        if rows.size == 0:
+            keep = new["failed"] | _member(self._state["contact"], new["contact"])
+            new = {k: v[keep] for k, v in new.items()}
+            facts = {k: v[keep[contact_of_flow]] for k, v in facts.items()}
+        if facts["row"].size == 0:
             return []
-        new, row_groups = self._contacts(facts)
         self._merge(new)
-        state = self._state
-        assert state is not None
-        touched = np.isin(state["contact"], new["contact"])
-        findings = self._groups(batch, rows, row_groups[0], state, touched, "address_scan")
-        findings += self._groups(batch, rows, row_groups[1], state, touched, "port_scan")
-        return findings
+        self._evict_over_limit()
+        return self._groups(batch, facts, new, "address_scan") + self._groups(batch, facts, new, "port_scan")
 
     def _forget_before(self, window_end: int) -> None:
         """Drop contacts last seen a whole period before ``window_end`` (event time)."""
         state = self._state
-        if state is None:
-            return
         period = np.array([self.context.vpc(v).scan.period_seconds for v in self.context.vpc_ids])
         keep = state["last"] > window_end - period[state["vpc"]]
+        if not keep.all():
+            self._state = {k: v[keep] for k, v in state.items()}
+
+    def _evict_over_limit(self) -> None:
+        state = self._state
+        over = len(state["contact"]) - self.max_contacts
+        if over <= 0:
+            return
+        drop = np.argpartition(state["last"], over - 1)[:over]
+        keep = np.ones(len(state["contact"]), bool)
+        keep[drop] = False
         self._state = {k: v[keep] for k, v in state.items()}
+        self.evicted += over
+        now = time.monotonic()
+        if now - self._warned_at >= _EVICTION_WARNING_SECONDS:
+            self._warned_at = now
+            log.warning(
+                "scan detector: more than %d contacts within the scan period; %d forgotten early so far"
+                " (scans spread over more time than the newest %d contacts cover go unseen);"
+                " raise detect.max_scan_contacts if memory allows (~50 bytes a contact)",
+                self.max_contacts, self.evicted, self.max_contacts,
+            )
 
     def _flow_facts(self, batch: FlowBatch, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Per flow of ``rows``: its contact's parts and id, and whether it failed or was answered."""
+        """Per flow of ``rows``: its contact's parts, id and groups, and whether it failed or was answered."""
         c = batch.cols
         proto = c["protocol"][rows].astype(np.uint64)
         tcp = proto == TCP
@@ -105,18 +162,17 @@ class ScanDetector:
             "proto": proto,
             "service": service,
             "vpc": vpc,
-            "what": what,
             "contact": stable_hash(client, server, what),
+            "address_group": stable_hash(client, what),
+            "port_group": stable_hash(client, server, (vpc << np.uint64(8)) | proto),
             "failed": failed,
             "answered": ~failed & ((tcp & ((flags & ACK) != 0) & ~reset) | (~tcp & ~from_client)),
             "start": c["window_start"][rows].astype(np.int64),
         }
 
-    def _contacts(self, f: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-        """The flows as contacts, one row per distinct contact; and the address and port
-        group of each flow."""
-        client, server, proto, vpc = f["client"], f["server"], f["proto"], f["vpc"]
-        row_groups = (stable_hash(client, f["what"]), stable_hash(client, server, (vpc << np.uint64(8)) | proto))
+    def _contacts(self, f: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The flows as contacts — one row per distinct contact, sorted by contact — and the
+        contact of each flow."""
         unique, first_row, inverse = np.unique(f["contact"], return_index=True, return_inverse=True)
         k = unique.size
 
@@ -129,75 +185,76 @@ class ScanDetector:
         np.maximum.at(last, inverse, f["start"] + self.context.window_seconds)
         return {
             "contact": unique,
-            "address_group": row_groups[0][first_row],
-            "port_group": row_groups[1][first_row],
-            "client": client[first_row],
-            "server": server[first_row],
-            "service": (f["service"] | (proto << np.uint64(16)))[first_row],
-            "vpc": vpc[first_row].astype(np.int64),
+            "address_group": f["address_group"][first_row],
+            "port_group": f["port_group"][first_row],
+            "vpc": f["vpc"][first_row].astype(np.int32),
             "answered": any_of(f["answered"]),
             "failed": any_of(f["failed"]),
             "first": first,
             "last": last,
-        }, row_groups
+        }, inverse
 
     def _merge(self, new: dict[str, np.ndarray]) -> None:
-        if self._state is None:
-            self._state = new
-            return
-        both = {k: np.concatenate([self._state[k], new[k]]) for k in _FIELDS}
-        unique, first_row, inverse = np.unique(both["contact"], return_index=True, return_inverse=True)
-        k = unique.size
-        merged = {name: both[name][first_row] for name in _FIELDS}
+        """Contacts into the state: known ones updated in place, the others inserted in order."""
+        state = self._state
+        at = np.searchsorted(state["contact"], new["contact"])
+        known = _found(state["contact"], new["contact"], at)
+        old, fresh = at[known], ~known
         for flag in ("answered", "failed"):
-            merged[flag] = np.bincount(inverse, weights=both[flag], minlength=k) > 0
-        merged["first"] = np.full(k, np.iinfo(np.int64).max)
-        np.minimum.at(merged["first"], inverse, both["first"])
-        merged["last"] = np.zeros(k, np.int64)
-        np.maximum.at(merged["last"], inverse, both["last"])
-        self._state = merged
+            state[flag][old] |= new[flag][known]
+        state["first"][old] = np.minimum(state["first"][old], new["first"][known])
+        state["last"][old] = np.maximum(state["last"][old], new["last"][known])
+        if fresh.any():
+            self._state = {k: np.insert(v, at[fresh], new[k][fresh]) for k, v in state.items()}
 
-    def _groups(
-        self,
-        batch: FlowBatch,
-        rows: np.ndarray,
-        row_group: np.ndarray,
-        state: dict[str, np.ndarray],
-        touched: np.ndarray,
-        detector: str,
-    ) -> list[Finding]:
+    def _groups(self, batch: FlowBatch, facts: dict[str, np.ndarray], new: dict[str, np.ndarray], detector: str) -> list[Finding]:
+        """Findings of the groups the batch touched whose contacts in the state now score a scan."""
         address = detector == "address_scan"
+        column = _GROUP_OF[detector]
         settings = [self.context.vpc(v).scan for v in self.context.vpc_ids]
         enabled = np.array([s.enabled for s in settings])
         threshold = np.array([s.hosts if address else s.ports for s in settings])
         failed_weight = np.array([s.failed_weight for s in settings])
         answered_weight = np.array([s.answered_weight for s in settings])
-        counts_full = state["failed"] & ~state["answered"]
-        weight = np.where(counts_full, failed_weight[state["vpc"]], answered_weight[state["vpc"]])
-        group = state["address_group" if address else "port_group"]
-        groups, first_row, inverse = np.unique(group, return_index=True, return_inverse=True)
-        score = np.bincount(inverse, weights=weight, minlength=groups.size)
-        vpc = state["vpc"][first_row]
-        hot = enabled[vpc] & (score >= threshold[vpc]) & (np.bincount(inverse, weights=touched, minlength=groups.size) > 0)
+        state = self._state
+        # The state's contacts grouped (sorted by group), and each touched group's run in it.
+        order = np.argsort(state[column], kind="stable")
+        grouped = state[column][order]
+        touched = _sorted_unique(new[column])
+        lo, hi = np.searchsorted(grouped, touched, "left"), np.searchsorted(grouped, touched, "right")
+        vpc_of = state["vpc"][order]
+        counts_full = state["failed"][order] & ~state["answered"][order]
+        weight = np.where(counts_full, failed_weight[vpc_of], answered_weight[vpc_of])
+        running = np.concatenate([[0.0], np.cumsum(weight)])
+        # Weights are decimals (1, 0.02): rounding drops the running sum's float noise.
+        score = np.round(running[hi] - running[lo], 9)
+        vpc = vpc_of[np.minimum(lo, max(0, order.size - 1))]
+        hot = np.flatnonzero((hi > lo) & enabled[vpc] & (score >= threshold[vpc]))
+        if hot.size == 0:
+            return []
+        # The batch's flows of each hot group (its evidence; never empty: the group was touched).
+        flow_of_hot = np.flatnonzero(_member(touched[hot], facts[column]))
+        flow_order, flow_start = _slices(np.searchsorted(touched[hot], facts[column][flow_of_hot]), hot.size)
         findings = []
-        for g in np.flatnonzero(hot).tolist():
-            members = inverse == g
-            at = first_row[g]
-            client = address_text(state["client"][at])
-            proto, service = int(state["service"][at]) >> 16, int(state["service"][at]) & 0xFFFF
+        for j, g in enumerate(hot.tolist()):
+            members = order[lo[g] : hi[g]]
+            flows = flow_of_hot[flow_order[flow_start[j] : flow_start[j + 1]]]
+            evidence = facts["row"][flows]
+            at = flows[0]
+            client = address_text(facts["client"][at])
+            proto, service = int(facts["proto"][at]), int(facts["service"][at])
             vpc_id = self.context.vpc_ids[int(vpc[g])]
-            evidence = rows[row_group == groups[g]]
-            enis = np.unique(batch.cols["eni"][evidence])
+            enis = batch.cols["eni"][evidence]
             if address:
                 target = f"{_PROTO_NAMES[proto]}/{service}"
                 reached = "hosts"
                 key = f"{vpc_id}/{client}/{target}"
             else:
-                target = address_text(state["server"][at])
+                target = address_text(facts["server"][at])
                 reached = "ports"
                 key = f"{vpc_id}/{client}/{target}/{_PROTO_NAMES[proto]}"
-            distinct = int(members.sum())
-            failed = int((members & counts_full).sum())
+            distinct = members.size
+            failed = int((state["failed"][members] & ~state["answered"][members]).sum())
             findings.append(
                 Finding(
                     detector=detector,
@@ -211,13 +268,13 @@ class ScanDetector:
                         else f"{client} reached {distinct} {_PROTO_NAMES[proto]} ports on {target} ({failed} failed)"
                     ),
                     vpc_id=vpc_id,
-                    interface_id=self.context.eni_ids[int(enis[0])] if enis.size == 1 else "-",
+                    interface_id=self.context.eni_ids[int(enis[0])] if (enis == enis[0]).all() else "-",
                     source=client,
                     target=target,
                     counts={
                         reached: distinct,
                         "failed": failed,
-                        "answered": int((members & state["answered"]).sum()),
+                        "answered": int(state["answered"][members].sum()),
                         "score": round(float(score[g]), 3),
                         "threshold": float(threshold[vpc[g]]),
                         "flows": int(evidence.size),
