@@ -66,6 +66,16 @@ def test_rejected_flows_and_resets_are_failed_contacts() -> None:
     assert alerts[0]["counts"]["ports"] == 15 and alerts[0]["counts"]["flows"] == 30
 
 
+def test_scans_in_one_batch_are_each_reported_with_their_own_counts() -> None:
+    d = detectors()
+    observe(d, sweep("198.51.100.8", 10))
+    alerts = observe(d, sweep("198.51.100.8", 30, window=W) + sweep("198.51.100.9", 26, window=W)
+                     + [Flow("198.51.100.9", "10.0.0.100", 40000, 22, flags=SYN | ACK, window=W)])
+    counts = {a["source"]: (a["counts"]["hosts"], a["counts"]["failed"], a["counts"]["answered"], a["first-seen"]) for a in alerts}
+    # .8: 30 hosts, 10 of them seen a window before; .9: its first host answered after all.
+    assert counts == {"198.51.100.8": (30, 30, 0, 0), "198.51.100.9": (26, 25, 1, W)}
+
+
 def test_the_scan_state_is_bounded_and_forgets_the_contacts_seen_longest_ago() -> None:
     """Over ``max_scan_contacts``, the oldest contacts go first: a slow sweep whose start was
     forgotten is not reported; the forgetting is counted."""

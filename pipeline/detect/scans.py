@@ -19,12 +19,15 @@ In the spirit of Zeek's scan policy, per VPC and over a sliding period (default 
   on distinct ports score ``scan.ports`` (15) or more.
 
 Thresholds are those of the VPC the flows were seen in. TCP and UDP only. The state is
-the distinct contacts of the period: numpy arrays sorted by contact id, into which each
-batch is merged (binary search, no re-sort), and of which only the groups a batch touched
-are scored again — the work per batch follows the batch, not the state. The state holds
-at most ``detect.max_scan_contacts`` contacts (~50 bytes each); beyond, those seen longest
-ago are forgotten first (counted in ``evicted``; a warning says so), like the memcap of
-Snort's port-scan tracker.
+the distinct contacts of the period, sorted by contact id, and per address group and per
+port group a running tally of its contacts (how many, how many failed, how many answered,
+first and last seen), sorted by group. A batch is merged in by binary search and its
+changes are applied to the tallies as deltas, as are the contacts forgotten, so the work
+per batch follows the batch, not the state: no sort of the state, ever. A group's first
+seen is that of its earliest contact since the group last had none. The state holds at
+most ``detect.max_scan_contacts`` contacts (~40 bytes each, plus up to ~80 bytes of
+tallies); beyond, those seen longest ago are forgotten first (counted in ``evicted``; a
+warning says so), like the memcap of Snort's port-scan tracker.
 """
 
 from __future__ import annotations
@@ -45,10 +48,10 @@ _EVICTION_WARNING_SECONDS = 60.0
 # The per-contact state, one array each, aligned, sorted by contact.
 _STATE_TYPES = {
     "contact": np.uint64, "address_group": np.uint64, "port_group": np.uint64, "vpc": np.int32,
-    "answered": np.bool_, "failed": np.bool_, "first": np.int64, "last": np.int64,
+    "answered": np.bool_, "failed": np.bool_, "last": np.int64,
 }
-# Per detector: the state's group column, and which flow fact is each flow's group.
 _GROUP_OF = {"address_scan": "address_group", "port_scan": "port_group"}
+_NEVER = np.iinfo(np.int64).max
 
 
 def _member(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -74,6 +77,54 @@ def _slices(group_of: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
     return order, np.concatenate([[0], np.cumsum(np.bincount(group_of, minlength=groups))])
 
 
+class _GroupTally:
+    """Per group of contacts, sorted by group: its VPC, how many contacts it has (``distinct``),
+    how many failed and were never answered (``full``), how many were answered, and the
+    first and last time its contacts were seen. Changed by per-contact deltas only."""
+
+    def __init__(self) -> None:
+        self.group = np.empty(0, np.uint64)
+        self.counts = {name: np.empty(0, np.int32) for name in ("vpc", "distinct", "full", "answered")}
+        self.first = np.empty(0, np.int64)
+        self.last = np.empty(0, np.int64)
+
+    def apply(self, group: np.ndarray, vpc: np.ndarray, deltas: dict[str, np.ndarray], first: np.ndarray, last: np.ndarray) -> None:
+        """Add per-contact ``deltas`` (distinct, full, answered; ±1/0) to their groups; groups
+        left without contacts are dropped."""
+        if group.size == 0:
+            return
+        keys, first_row, inverse = np.unique(group, return_index=True, return_inverse=True)
+        summed = {n: np.bincount(inverse, weights=d, minlength=keys.size).astype(np.int32) for n, d in deltas.items()}
+        earliest = np.full(keys.size, _NEVER)
+        np.minimum.at(earliest, inverse, first)
+        latest = np.zeros(keys.size, np.int64)
+        np.maximum.at(latest, inverse, last)
+        at = np.searchsorted(self.group, keys)
+        known = _found(self.group, keys, at)
+        old = at[known]
+        for name, delta in summed.items():
+            self.counts[name][old] += delta[known]
+        self.first[old] = np.minimum(self.first[old], earliest[known])
+        self.last[old] = np.maximum(self.last[old], latest[known])
+        fresh = ~known
+        if fresh.any():
+            where = at[fresh]
+            self.group = np.insert(self.group, where, keys[fresh])
+            summed["vpc"] = vpc[first_row].astype(np.int32)
+            self.counts = {n: np.insert(v, where, summed[n][fresh]) for n, v in self.counts.items()}
+            self.first = np.insert(self.first, where, earliest[fresh])
+            self.last = np.insert(self.last, where, latest[fresh])
+        empty = self.counts["distinct"] <= 0
+        if empty.any():
+            keep = ~empty
+            self.group, self.first, self.last = self.group[keep], self.first[keep], self.last[keep]
+            self.counts = {n: v[keep] for n, v in self.counts.items()}
+
+    def find(self, groups: np.ndarray) -> np.ndarray:
+        """Positions of ``groups`` (sorted, all present)."""
+        return np.searchsorted(self.group, groups)
+
+
 class ScanDetector:
     """Address and port scans over a sliding period (see the module docstring)."""
 
@@ -81,6 +132,7 @@ class ScanDetector:
         self.context = context
         self.max_contacts = max_contacts
         self._state = {name: np.empty(0, dtype) for name, dtype in _STATE_TYPES.items()}
+        self._tallies = {"address_group": _GroupTally(), "port_group": _GroupTally()}
         self.evicted = 0  # contacts forgotten early, the state being full
         self._warned_at = -_EVICTION_WARNING_SECONDS
 
@@ -115,17 +167,16 @@ class ScanDetector:
         period = np.array([self.context.vpc(v).scan.period_seconds for v in self.context.vpc_ids])
         keep = state["last"] > window_end - period[state["vpc"]]
         if not keep.all():
-            self._state = {k: v[keep] for k, v in state.items()}
+            self._drop(keep)
 
     def _evict_over_limit(self) -> None:
         state = self._state
         over = len(state["contact"]) - self.max_contacts
         if over <= 0:
             return
-        drop = np.argpartition(state["last"], over - 1)[:over]
         keep = np.ones(len(state["contact"]), bool)
-        keep[drop] = False
-        self._state = {k: v[keep] for k, v in state.items()}
+        keep[np.argpartition(state["last"], over - 1)[:over]] = False
+        self._drop(keep)
         self.evicted += over
         now = time.monotonic()
         if now - self._warned_at >= _EVICTION_WARNING_SECONDS:
@@ -133,9 +184,20 @@ class ScanDetector:
             log.warning(
                 "scan detector: more than %d contacts within the scan period; %d forgotten early so far"
                 " (scans spread over more time than the newest %d contacts cover go unseen);"
-                " raise detect.max_scan_contacts if memory allows (~50 bytes a contact)",
+                " raise detect.max_scan_contacts if memory allows (~120 bytes a contact at most)",
                 self.max_contacts, self.evicted, self.max_contacts,
             )
+
+    def _drop(self, keep: np.ndarray) -> None:
+        """Forget the contacts not in ``keep``, and take them out of their groups' tallies."""
+        state = self._state
+        gone = ~keep
+        failed, answered = state["failed"][gone], state["answered"][gone]
+        deltas = {"distinct": -np.ones(failed.size), "full": -(failed & ~answered).astype(np.float64), "answered": -answered.astype(np.float64)}
+        never = np.full(failed.size, _NEVER)
+        for column, tally in self._tallies.items():
+            tally.apply(state[column][gone], state["vpc"][gone], deltas, never, np.zeros(failed.size, np.int64))
+        self._state = {k: v[keep] for k, v in state.items()}
 
     def _flow_facts(self, batch: FlowBatch, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Per flow of ``rows``: its contact's parts, id and groups, and whether it failed or was answered."""
@@ -195,15 +257,25 @@ class ScanDetector:
         }, inverse
 
     def _merge(self, new: dict[str, np.ndarray]) -> None:
-        """Contacts into the state: known ones updated in place, the others inserted in order."""
+        """Contacts into the state (known ones updated in place, the others inserted in
+        order), and what changed into their groups' tallies."""
         state = self._state
         at = np.searchsorted(state["contact"], new["contact"])
         known = _found(state["contact"], new["contact"], at)
         old, fresh = at[known], ~known
-        for flag in ("answered", "failed"):
+        before = {flag: np.zeros(known.size, bool) for flag in ("answered", "failed")}
+        for flag, was in before.items():
+            was[known] = state[flag][old]
             state[flag][old] |= new[flag][known]
-        state["first"][old] = np.minimum(state["first"][old], new["first"][known])
         state["last"][old] = np.maximum(state["last"][old], new["last"][known])
+        answered, failed = before["answered"] | new["answered"], before["failed"] | new["failed"]
+        deltas = {
+            "distinct": fresh.astype(np.float64),
+            "full": (failed & ~answered).astype(np.float64) - (before["failed"] & ~before["answered"]),
+            "answered": answered.astype(np.float64) - before["answered"],
+        }
+        for column, tally in self._tallies.items():
+            tally.apply(new[column], new["vpc"], deltas, new["first"], new["last"])
         if fresh.any():
             self._state = {k: np.insert(v, at[fresh], new[k][fresh]) for k, v in state.items()}
 
@@ -216,20 +288,14 @@ class ScanDetector:
         threshold = np.array([s.hosts if address else s.ports for s in settings])
         failed_weight = np.array([s.failed_weight for s in settings])
         answered_weight = np.array([s.answered_weight for s in settings])
-        state = self._state
-        # The state's contacts grouped (sorted by group), and each touched group's run in it.
-        order = np.argsort(state[column], kind="stable")
-        grouped = state[column][order]
+        tally = self._tallies[column]
         touched = _sorted_unique(new[column])
-        lo, hi = np.searchsorted(grouped, touched, "left"), np.searchsorted(grouped, touched, "right")
-        vpc_of = state["vpc"][order]
-        counts_full = state["failed"][order] & ~state["answered"][order]
-        weight = np.where(counts_full, failed_weight[vpc_of], answered_weight[vpc_of])
-        running = np.concatenate([[0.0], np.cumsum(weight)])
-        # Weights are decimals (1, 0.02): rounding drops the running sum's float noise.
-        score = np.round(running[hi] - running[lo], 9)
-        vpc = vpc_of[np.minimum(lo, max(0, order.size - 1))]
-        hot = np.flatnonzero((hi > lo) & enabled[vpc] & (score >= threshold[vpc]))
+        touched = touched[_member(tally.group, touched)]  # not those evicted at once
+        at = tally.find(touched)
+        vpc = tally.counts["vpc"][at]
+        distinct, full = tally.counts["distinct"][at], tally.counts["full"][at]
+        score = full * failed_weight[vpc] + (distinct - full) * answered_weight[vpc]
+        hot = np.flatnonzero(enabled[vpc] & (score >= threshold[vpc]))
         if hot.size == 0:
             return []
         # The batch's flows of each hot group (its evidence; never empty: the group was touched).
@@ -237,12 +303,11 @@ class ScanDetector:
         flow_order, flow_start = _slices(np.searchsorted(touched[hot], facts[column][flow_of_hot]), hot.size)
         findings = []
         for j, g in enumerate(hot.tolist()):
-            members = order[lo[g] : hi[g]]
             flows = flow_of_hot[flow_order[flow_start[j] : flow_start[j + 1]]]
             evidence = facts["row"][flows]
-            at = flows[0]
-            client = address_text(facts["client"][at])
-            proto, service = int(facts["proto"][at]), int(facts["service"][at])
+            one = flows[0]
+            client = address_text(facts["client"][one])
+            proto, service = int(facts["proto"][one]), int(facts["service"][one])
             vpc_id = self.context.vpc_ids[int(vpc[g])]
             enis = batch.cols["eni"][evidence]
             if address:
@@ -250,31 +315,30 @@ class ScanDetector:
                 reached = "hosts"
                 key = f"{vpc_id}/{client}/{target}"
             else:
-                target = address_text(facts["server"][at])
+                target = address_text(facts["server"][one])
                 reached = "ports"
                 key = f"{vpc_id}/{client}/{target}/{_PROTO_NAMES[proto]}"
-            distinct = members.size
-            failed = int((state["failed"][members] & ~state["answered"][members]).sum())
+            contacts, failed = int(distinct[g]), int(full[g])
             findings.append(
                 Finding(
                     detector=detector,
                     key=key,
                     severity="high" if score[g] >= _HIGH * threshold[vpc[g]] else "medium",
-                    first_seen=int(state["first"][members].min()),
-                    last_seen=int(state["last"][members].max()),
+                    first_seen=int(tally.first[at[g]]),
+                    last_seen=int(tally.last[at[g]]),
                     summary=(
-                        f"{client} reached {distinct} {reached} on {target} ({failed} failed)"
+                        f"{client} reached {contacts} {reached} on {target} ({failed} failed)"
                         if address
-                        else f"{client} reached {distinct} {_PROTO_NAMES[proto]} ports on {target} ({failed} failed)"
+                        else f"{client} reached {contacts} {_PROTO_NAMES[proto]} ports on {target} ({failed} failed)"
                     ),
                     vpc_id=vpc_id,
                     interface_id=self.context.eni_ids[int(enis[0])] if (enis == enis[0]).all() else "-",
                     source=client,
                     target=target,
                     counts={
-                        reached: distinct,
+                        reached: contacts,
                         "failed": failed,
-                        "answered": int(state["answered"][members].sum()),
+                        "answered": int(tally.counts["answered"][at[g]]),
                         "score": round(float(score[g]), 3),
                         "threshold": float(threshold[vpc[g]]),
                         "flows": int(evidence.size),
