@@ -82,6 +82,8 @@ def create_app(
         broker_commit_livelock_soft_timeout=quiet_for,
         consumer_max_fetch_size=16 * 1024 * 1024,
         broker_max_poll_records=500,
+        # Faust's default buffers 4096 events ahead: 4096 frames of 8192 packets is ~1.9 GB.
+        stream_buffer_maxsize=cfg.prefetch_frames,
         web_host=cfg.api_host,
         web_port=cfg.api_port,
         web_in_thread=False,
