@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
 import re
 import subprocess
 import sys
@@ -161,20 +160,6 @@ def _flow_columns(store: Store) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _reopened_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, known: int, make_old: Callable[[Store], None]) -> Store:
-    """The store of a Flow Logs that knew the first ``known`` migrations (shaped by
-    ``make_old``), started again by this version."""
-    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:known])
-    old = Store(Settings(home=tmp_path))
-    old.start()
-    make_old(old)
-    old.stop()
-    monkeypatch.undo()
-    store = Store(Settings(home=tmp_path))
-    store.start()
-    return store
-
-
 def test_migrations_are_recorded_once_and_a_rerun_applies_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="pipeline.store")
     store = Store(Settings(home=tmp_path))
@@ -211,17 +196,19 @@ def test_a_store_made_by_an_older_version_gets_the_later_migrations(
 ) -> None:
     from tests.test_rollups import _today, flow_rows
 
-    caplog.set_level(logging.INFO, logger="pipeline.store")
-    rows = []
-
-    def record_version_1(old: Store) -> None:
-        old.insert_flows(flow_rows(_today(), 1, seed=5), dedup_token="old")
-        old.command("ALTER TABLE flowlogs.flows " + ", ".join(f"DROP COLUMN {c}" for c in V2_COLUMNS))
-        assert _applied(old) == EXPECTED_MIGRATIONS[:1]
-        rows.extend(old.query("SELECT count(), sum(bytes) FROM flows")[1])
-
     # A Flow Logs that knew migration 1 only, whose flows table was of record version 1.
-    store = _reopened_after(tmp_path, monkeypatch, 1, record_version_1)
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
+    old = Store(Settings(home=tmp_path))
+    old.start()
+    old.insert_flows(flow_rows(_today(), 1, seed=5), dedup_token="old")
+    old.command("ALTER TABLE flowlogs.flows " + ", ".join(f"DROP COLUMN {c}" for c in V2_COLUMNS))
+    assert _applied(old) == EXPECTED_MIGRATIONS[:1]
+    rows = old.query("SELECT count(), sum(bytes) FROM flows")[1]
+    old.stop()
+    monkeypatch.undo()
+    caplog.set_level(logging.INFO, logger="pipeline.store")
+    store = Store(Settings(home=tmp_path))
+    store.start()
     try:
         assert _applied(store) == EXPECTED_MIGRATIONS
         assert _flow_columns(store) == list(COLUMN_NAMES)  # back in record order
@@ -244,15 +231,19 @@ def test_rollup_views_that_grouped_each_insert_stop_grouping_in_place(
         _, rows = store.query("SELECT name, create_table_query FROM system.tables WHERE database = 'flowlogs' AND name LIKE '%_mv'")
         return dict(rows)
 
-    def grouping_views(old: Store) -> None:
-        for r in rollups.ROLLUPS:
-            old.command(f"ALTER TABLE flowlogs.{r.view} MODIFY QUERY {rollups.select_sql(r, 'flowlogs')}")
-        assert all("GROUP BY" in q for q in view_queries(old).values())
-        old.insert_flows(flow_rows(_today(), 1, seed=6), dedup_token="old")
-
     # A Flow Logs of migrations 1 and 2, whose views all grouped each insert.
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
+    old = Store(Settings(home=tmp_path))
+    old.start()
+    for r in rollups.ROLLUPS:
+        old.command(f"ALTER TABLE flowlogs.{r.view} MODIFY QUERY {rollups.select_sql(r, 'flowlogs')}")
+    assert all("GROUP BY" in q for q in view_queries(old).values())
+    old.insert_flows(flow_rows(_today(), 1, seed=6), dedup_token="old")
+    old.stop()
+    monkeypatch.undo()
     caplog.set_level(logging.INFO, logger="pipeline.store")
-    store = _reopened_after(tmp_path, monkeypatch, 2, grouping_views)
+    store = Store(Settings(home=tmp_path))
+    store.start()
     try:
         assert _applied(store) == EXPECTED_MIGRATIONS
         queries = view_queries(store)
