@@ -22,8 +22,6 @@ Migrations
 1. ``tables``: the tables and views of schemas/ as they are today.
 2. ``flow_record_v2_columns``: ``rule-layer``, ``rule-id`` and ``rule-set-version`` on a flows
    table made before record version 2.
-3. ``rollup_views_as_defined``: each rollup view's query as schemas/rollups.py defines it —
-   the 1 m and 5 m views stopped grouping each insert (their rows are summed by merges).
 
 To change an existing table in a way ``CREATE … IF NOT EXISTS`` cannot (a column, a codec, a
 key): append a :class:`Migration` with the next version, whose statements can run twice, made
@@ -196,21 +194,6 @@ def apply_ttls(target: Target) -> None:
             target.alter(table, f"MODIFY TTL {column} + INTERVAL {days} DAY", columns=False)
 
 
-def rollup_views_as_defined(target: Target) -> None:
-    """Each rollup view that groups each insert when schemas/rollups.py says it should not (or
-    the other way round) gets the defined query, in place: ALTER TABLE … MODIFY QUERY swaps
-    it atomically, so no insert meanwhile misses a rollup."""
-    for rollup in rollups.ROLLUPS:
-        _, rows = target.db.query(
-            "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {view:String}",
-            {"db": target.database, "view": rollup.view},
-        )
-        if rows and ("GROUP BY" in rows[0][0]) != rollup.groups_on_insert:
-            log.info("%s: %s each insert from now on", rollup.view, "grouping" if rollup.groups_on_insert else "not grouping")
-            query = rollups.view_select_sql(rollup, target.database, source=cluster.view_source(target.cluster))
-            target.db.command(f"ALTER TABLE {target.name(rollup.view)}{target.on_cluster} MODIFY QUERY {query}")
-
-
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -221,7 +204,6 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "tables", create_tables),
     Migration(2, "flow_record_v2_columns", partial(add_columns, fields=("rule-layer", "rule-id", "rule-set-version"))),
-    Migration(3, "rollup_views_as_defined", rollup_views_as_defined),
 )
 if [m.version for m in MIGRATIONS] != list(range(1, len(MIGRATIONS) + 1)):
     raise ValueError("migrations must be numbered 1, 2, 3… in order")

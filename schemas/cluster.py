@@ -154,15 +154,10 @@ def view_ddl(rollup: rollups.Rollup, database: str, cluster: Cluster | None = No
     return rollups.create_view_ddl(
         rollup,
         cluster.database,
-        source=view_source(cluster),
+        source=FLOWS_TABLE + LOCAL_SUFFIX,
         target=rollup.table + LOCAL_SUFFIX,
         on_cluster=cluster.name,
     )
-
-
-def view_source(cluster: Cluster | None) -> str:
-    """The flows table a rollup's view reads: on a cluster, each shard's local part."""
-    return FLOWS_TABLE + LOCAL_SUFFIX if cluster else FLOWS_TABLE
 
 
 def statements(cluster: Cluster, ttl: Mapping[str, int] | None = None) -> list[str]:

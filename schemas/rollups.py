@@ -1,18 +1,10 @@
 """Rollups: the flows table summed into 1 m, 5 m and 1 h buckets, and the DDL that keeps them.
 
 Each rollup is a SummingMergeTree table filled by a materialized view on the raw ``flows``
-table. A view is an insert trigger: the rows of every INSERT into ``flows`` are added to
-each rollup in that same INSERT, so a rollup is never behind the raw table. Rows with the
-same key are summed only when parts merge, so a query must still ``GROUP BY`` and ``sum()``.
-
-Whether a view also groups the rows of each insert depends on what grouping saves. The 1 h
-rollup drops addresses and ports: an insert of a million flows groups into a few hundred
-rows, so its view groups. The 1 m and 5 m rollups keep addresses: nearly every flow of an
-insert is its own rollup row, and grouping a million rows on twelve keys costs more than
-the whole rest of the insert, so their views pass each flow through as one row
-(``records`` = 1) and leave the summing to the merges. Measured with chDB, three inserts of
-a million flows each and every merge until quiet: 34.9 CPU-seconds with grouping views,
-17.9 without (the 1 h view grouping in both).
+table. A view is an insert trigger: the rows of every INSERT into ``flows`` are grouped and
+added to each rollup in that same INSERT, so a rollup is never behind the raw table. Rows
+with the same key are summed only when parts merge, so a query must still ``GROUP BY`` and
+``sum()``.
 
 A row holds a ``bucket`` (the start of the 1 m / 5 m / 1 h interval the flow *window*
 started in: a window is never split between buckets), the kept dimensions, and three
@@ -65,7 +57,6 @@ class Rollup:
     seconds: int  # bucket width; divides a day, so buckets are aligned to UTC midnight
     dimensions: tuple[str, ...]  # flow columns kept; interface_id first
     default_ttl_days: int
-    groups_on_insert: bool  # the view groups each insert's rows (see the module docstring)
 
     @property
     def table(self) -> str:
@@ -107,9 +98,9 @@ ENI_DIMENSIONS = ("interface_id", "protocol", "flow_direction", "action", "log_s
 TALKER_DIMENSIONS = (*ENI_DIMENSIONS[:1], "srcaddr", "dstaddr", "dstport", *ENI_DIMENSIONS[1:])
 
 ROLLUPS: tuple[Rollup, ...] = (
-    Rollup("1m", 60, TALKER_DIMENSIONS, default_ttl_days=7, groups_on_insert=False),
-    Rollup("5m", 300, TALKER_DIMENSIONS, default_ttl_days=90, groups_on_insert=False),
-    Rollup("1h", 3_600, ENI_DIMENSIONS, default_ttl_days=365, groups_on_insert=True),
+    Rollup("1m", 60, TALKER_DIMENSIONS, default_ttl_days=7),
+    Rollup("5m", 300, TALKER_DIMENSIONS, default_ttl_days=90),
+    Rollup("1h", 3_600, ENI_DIMENSIONS, default_ttl_days=365),
 )
 
 
@@ -179,30 +170,22 @@ def create_table_ddl(
     )
 
 
-def select_sql(
-    rollup: Rollup, database: str | None = None, where: str = "", *, source: str = FLOWS_TABLE, grouped: bool = True
-) -> str:
-    """The SELECT that turns raw flow rows (of ``source``) into rollup rows: with a ``where``
-    condition on the raw rows, one step of a backfill; ungrouped, one rollup row per flow
-    row (what the views of rollups that do not group on insert select)."""
-    dimensions = (f"    {d}" for d in rollup.dimensions)
-    bucket = f"    toStartOfInterval({TIME_COLUMN}, {rollup.interval}) AS {BUCKET}"
-    if grouped:
-        measures = [*(f"    sum({m}) AS {m}" for m in MEASURES), f"    count() AS {RECORDS}"]
-    else:
-        measures = [*(f"    {m}" for m in MEASURES), f"    toUInt64(1) AS {RECORDS}"]
+def select_sql(rollup: Rollup, database: str | None = None, where: str = "", *, source: str = FLOWS_TABLE) -> str:
+    """The SELECT that turns raw flow rows (of ``source``) into rollup rows: the view's query,
+    and with a ``where`` condition on the raw rows, one step of a backfill."""
+    selected = [
+        f"    toStartOfInterval({TIME_COLUMN}, {rollup.interval}) AS {BUCKET}",
+        *(f"    {d}" for d in rollup.dimensions),
+        *(f"    sum({m}) AS {m}" for m in MEASURES),
+        f"    count() AS {RECORDS}",
+    ]
     return (
         "SELECT\n"
-        + ",\n".join([bucket, *dimensions, *measures])
-        + f"\nFROM {_qualified(source, database)}"
-        + (f"\nWHERE {where}" if where else "")
-        + (f"\nGROUP BY {', '.join((BUCKET, *rollup.dimensions))}" if grouped else "")
+        + ",\n".join(selected)
+        + f"\nFROM {_qualified(source, database)}\n"
+        + (f"WHERE {where}\n" if where else "")
+        + f"GROUP BY {', '.join((BUCKET, *rollup.dimensions))}"
     )
-
-
-def view_select_sql(rollup: Rollup, database: str | None = None, *, source: str = FLOWS_TABLE) -> str:
-    """The query of the view filling ``rollup`` from ``source``."""
-    return select_sql(rollup, database, source=source, grouped=rollup.groups_on_insert)
 
 
 def create_view_ddl(
@@ -218,5 +201,5 @@ def create_view_ddl(
     return (
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {_qualified(rollup.view, database)}{on_cluster_clause(on_cluster)}"
         f" TO {_qualified(target or rollup.table, database)}\nAS "
-        + view_select_sql(rollup, database, source=source)
+        + select_sql(rollup, database, source=source)
     )

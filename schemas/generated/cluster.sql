@@ -82,10 +82,11 @@ AS SELECT
     type,
     vpc_id,
     subnet_id,
-    packets,
-    bytes,
-    toUInt64(1) AS records
-FROM flowlogs.flows_local;
+    sum(packets) AS packets,
+    sum(bytes) AS bytes,
+    count() AS records
+FROM flowlogs.flows_local
+GROUP BY bucket, interface_id, srcaddr, dstaddr, dstport, protocol, flow_direction, action, log_status, type, vpc_id, subnet_id;
 
 CREATE TABLE IF NOT EXISTS flowlogs.flows_5m_local ON CLUSTER flowlogs_cluster
 (
@@ -129,10 +130,11 @@ AS SELECT
     type,
     vpc_id,
     subnet_id,
-    packets,
-    bytes,
-    toUInt64(1) AS records
-FROM flowlogs.flows_local;
+    sum(packets) AS packets,
+    sum(bytes) AS bytes,
+    count() AS records
+FROM flowlogs.flows_local
+GROUP BY bucket, interface_id, srcaddr, dstaddr, dstport, protocol, flow_direction, action, log_status, type, vpc_id, subnet_id;
 
 CREATE TABLE IF NOT EXISTS flowlogs.flows_1h_local ON CLUSTER flowlogs_cluster
 (

@@ -73,10 +73,11 @@ AS SELECT
     type,
     vpc_id,
     subnet_id,
-    packets,
-    bytes,
-    toUInt64(1) AS records
-FROM flows;
+    sum(packets) AS packets,
+    sum(bytes) AS bytes,
+    count() AS records
+FROM flows
+GROUP BY bucket, interface_id, srcaddr, dstaddr, dstport, protocol, flow_direction, action, log_status, type, vpc_id, subnet_id;
 
 CREATE TABLE IF NOT EXISTS flows_5m
 (
@@ -117,10 +118,11 @@ AS SELECT
     type,
     vpc_id,
     subnet_id,
-    packets,
-    bytes,
-    toUInt64(1) AS records
-FROM flows;
+    sum(packets) AS packets,
+    sum(bytes) AS bytes,
+    count() AS records
+FROM flows
+GROUP BY bucket, interface_id, srcaddr, dstaddr, dstport, protocol, flow_direction, action, log_status, type, vpc_id, subnet_id;
 
 CREATE TABLE IF NOT EXISTS flows_1h
 (
