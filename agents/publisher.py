@@ -11,6 +11,13 @@ packets, so the pipeline marks exactly those windows ``SKIPDATA``.
 
 Frames are numbered per ENI (a frame carries one ENI and goes to that ENI's partition) so
 the pipeline can also see a frame lost after it left the agent.
+
+Frames are assembled per ENI across capture batches: an ENI's packets wait until they fill
+``agent.frame_packets``, or until they are ``agent.frame_seconds`` of capture time behind
+the newest packet captured, or that long in wall-clock time, or until a heartbeat or a
+flush of that ENI — whichever comes first. A capture chunk spread over many ENIs would
+otherwise make many small frames, and every Kafka message costs the pipeline about a
+millisecond of Python however few packets it carries.
 """
 
 from __future__ import annotations
@@ -91,6 +98,16 @@ class _Outgoing:
     heartbeat_ns: tuple[int, int] | None = None  # a heartbeat covering this capture-time range
 
 
+@dataclass(slots=True)
+class _Assembling:
+    """An ENI's packets waiting to fill a frame."""
+
+    parts: list[frame.Packets]
+    count: int
+    first_ns: int  # capture time of the oldest
+    since: float  # monotonic time the oldest was taken
+
+
 class FramePublisher:
     """Publishes packet batches as per-ENI frames, keyed by ENI id."""
 
@@ -104,6 +121,7 @@ class FramePublisher:
         self._queue: deque[_Outgoing] = deque()
         self._sequence: dict[str, int] = {}
         self._reports: dict[str, _DropReport] = {}
+        self._assembling: dict[str, _Assembling] = {}
         self._producer: Producer | None = None
 
     def start(self) -> None:
@@ -136,15 +154,15 @@ class FramePublisher:
         """Queue a batch's packets as frames; never waits in ``drop-oldest`` mode."""
         agent = self.settings.agent
         for eni_id, packets in per_eni_slices(batch, agent.frame_packets, int(agent.frame_seconds * 1e9)):
-            size = packets.size * frame.PACKET_SIZE
-            self._queue.append(_Outgoing(eni_id, packets, size))
-            self.stats.buffered_bytes += size
+            self._assemble(eni_id, packets)
             nbytes = int(packets.ip_length.sum(dtype="u8"))
             counters = self.stats.eni(eni_id)
             counters.packets += packets.size
             counters.bytes += nbytes
             self.stats.packets += packets.size
             self.stats.bytes += nbytes
+        if batch.packets.size:
+            self._release_behind(int(batch.packets.capture_time_ns.max()))
         self.service()
         while self.stats.buffered_bytes > self._limit:
             if self.overflow == "drop-oldest":
@@ -152,10 +170,51 @@ class FramePublisher:
             else:
                 self._wait(0.05)
 
+    def _assemble(self, eni_id: str, packets: frame.Packets) -> None:
+        """Add one ENI's packets (at most a frame's worth, in capture order) to its frame in the making."""
+        agent = self.settings.agent
+        waiting = self._assembling.get(eni_id)
+        if waiting is not None and int(packets.capture_time_ns[-1]) - waiting.first_ns >= agent.frame_seconds * 1e9:
+            self._release(eni_id)
+            waiting = None
+        if waiting is None:
+            waiting = self._assembling[eni_id] = _Assembling([], 0, int(packets.capture_time_ns[0]), time.monotonic())
+        waiting.parts.append(packets)
+        waiting.count += packets.size
+        if waiting.count >= agent.frame_packets:
+            whole = _concatenate(waiting.parts)
+            del self._assembling[eni_id]
+            self._enqueue(eni_id, _head(whole, agent.frame_packets))
+            rest = _tail(whole, agent.frame_packets)
+            if rest.size:
+                self._assembling[eni_id] = _Assembling([rest], rest.size, int(rest.capture_time_ns[0]), time.monotonic())
+
+    def _enqueue(self, eni_id: str, packets: frame.Packets) -> None:
+        size = packets.size * frame.PACKET_SIZE
+        self._queue.append(_Outgoing(eni_id, packets, size))
+        self.stats.buffered_bytes += size
+
+    def _release(self, eni_id: str) -> None:
+        """Send what an ENI has assembled so far as a frame."""
+        waiting = self._assembling.pop(eni_id, None)
+        if waiting is not None:
+            self._enqueue(eni_id, _concatenate(waiting.parts))
+
+    def _release_behind(self, newest_ns: int) -> None:
+        """Frames in the making whose oldest packet is ``frame_seconds`` of capture time behind
+        the newest packet captured, or was taken that long ago, go out (frames leave the agent
+        roughly in capture order across ENIs, and never wait long)."""
+        horizon = self.settings.agent.frame_seconds
+        now = time.monotonic()
+        for eni_id, waiting in list(self._assembling.items()):
+            if newest_ns - waiting.first_ns >= horizon * 1e9 or now - waiting.since >= horizon:
+                self._release(eni_id)
+
     def heartbeat(self, eni_ids: tuple[str, ...], first_ns: int, last_ns: int) -> None:
         """Tell the pipeline these ENIs were watched over [first_ns, last_ns] (capture time),
         so their windows without traffic become NODATA records and close on time."""
         for eni_id in eni_ids:
+            self._release(eni_id)  # the packets before the heartbeat that vouches for them
             self._queue.append(_Outgoing(eni_id, _EMPTY, 0, heartbeat_ns=(first_ns, last_ns)))
         self.stats.heartbeats += len(eni_ids)
         self.service()
@@ -164,6 +223,7 @@ class FramePublisher:
         """Hand buffered frames to Kafka, run delivery callbacks, send due drop reports."""
         assert self._producer is not None, "start() first"
         self._producer.poll(0)
+        self._release_behind(0)
         self._offer()
         now = time.monotonic()
         waiting = {o.eni_id for o in self._queue}
@@ -256,6 +316,8 @@ class FramePublisher:
     def flush(self, timeout: float = 60.0) -> int:
         """Send everything buffered, reports of late failures included; returns frames left."""
         assert self._producer is not None
+        for eni_id in list(self._assembling):
+            self._release(eni_id)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._producer.flush(min(1.0, max(deadline - time.monotonic(), 0)))
@@ -282,3 +344,15 @@ class FramePublisher:
                 remaining, unsent,
             )
         self._producer = None
+
+
+def _concatenate(parts: list[frame.Packets]) -> frame.Packets:
+    return parts[0] if len(parts) == 1 else frame.Packets(*(np.concatenate(c) for c in zip(*parts)))
+
+
+def _head(packets: frame.Packets, n: int) -> frame.Packets:
+    return frame.Packets(*(c[:n] for c in packets))
+
+
+def _tail(packets: frame.Packets, n: int) -> frame.Packets:
+    return frame.Packets(*(c[n:] for c in packets))

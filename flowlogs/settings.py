@@ -126,7 +126,7 @@ class WorkerSettings(_Section):
         "ALL", description="store and publish only the records with this action (NODATA/SKIPDATA rows always)"
     )
     prefetch_frames: int = Field(
-        256, ge=1,
+        128, ge=1,
         description="frames fetched ahead of the one being aggregated (Faust's stream buffer; a frame is up to"
         " ~0.5 MB): more only costs memory, the Kafka client fetches ahead on its own",
     )
