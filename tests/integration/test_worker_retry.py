@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
 import pytest
 
-from agents.source import per_eni_slices
-from agents.synthetic import SyntheticConfig, SyntheticTraffic
+from agents.synthetic import SyntheticConfig
 from flowlogs.kafka import ensure_topics
 from pipeline.close_log import CloseLog
 from pipeline.sinks.clickhouse import ClickHouseSink
@@ -19,20 +17,9 @@ from pipeline.sinks.topic import DeadLetterSink
 from pipeline.store import Store
 from pipeline.worker import FlowWorker
 from schemas.inventory import Inventory
-from schemas import frame
+from tests.integration.helpers import frame_carriers
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Carrier:
-    """What the worker reads from a Faust message."""
-
-    value: bytes | None
-    key: bytes
-    topic: str
-    partition: int
-    offset: int
 
 
 def test_failed_insert_is_retried_without_loss_or_duplicates(settings_factory) -> None:
@@ -53,14 +40,7 @@ def test_failed_insert_is_retried_without_loss_or_duplicates(settings_factory) -
     )
     worker.bind_consumer(ack=lambda m: acked.append(m.offset), highwater=lambda _p: None)
     config = SyntheticConfig(enis=2, flows=300, rate=20_000, duration=3, pace=False, start_ns=time.time_ns() - 60 * 10**9)
-    messages = []
-    sequences: dict[str, int] = {}
-    for batch in SyntheticTraffic(config).batches():
-        for eni, packets in per_eni_slices(batch, 4096, 10**9):
-            sequences[eni] = sequences.get(eni, -1) + 1
-            data = frame.encode(packets, (eni,), agent_id="retry", sequence=sequences[eni])
-            messages.append(Carrier(data, eni.encode(), "frames", 0, len(messages)))
-    sent = sum(frame.decode(m.value).packet_count for m in messages)
+    messages, sent = frame_carriers(config, "retry")
 
     async def run() -> None:
         store.command(f"DROP TABLE {settings.store.database}.flows")  # the store "fails"
