@@ -84,13 +84,14 @@ class _GroupTally:
 
     def __init__(self) -> None:
         self.group = np.empty(0, np.uint64)
-        self.counts = {name: np.empty(0, np.int32) for name in ("vpc", "distinct", "full", "answered")}
+        self.vpc = np.empty(0, np.int32)
+        self.counts = {name: np.empty(0, np.int32) for name in ("distinct", "full", "answered")}
         self.first = np.empty(0, np.int64)
         self.last = np.empty(0, np.int64)
 
     def apply(self, group: np.ndarray, vpc: np.ndarray, deltas: dict[str, np.ndarray], first: np.ndarray, last: np.ndarray) -> None:
-        """Add per-contact ``deltas`` (distinct, full, answered; ±1/0) to their groups; groups
-        left without contacts are dropped."""
+        """Add per-contact ``deltas`` (of ``counts``; ±1/0) to their groups; groups left
+        without contacts are dropped."""
         if group.size == 0:
             return
         keys, first_row, inverse = np.unique(group, return_index=True, return_inverse=True)
@@ -110,19 +111,15 @@ class _GroupTally:
         if fresh.any():
             where = at[fresh]
             self.group = np.insert(self.group, where, keys[fresh])
-            summed["vpc"] = vpc[first_row].astype(np.int32)
+            self.vpc = np.insert(self.vpc, where, vpc[first_row][fresh])
             self.counts = {n: np.insert(v, where, summed[n][fresh]) for n, v in self.counts.items()}
             self.first = np.insert(self.first, where, earliest[fresh])
             self.last = np.insert(self.last, where, latest[fresh])
         empty = self.counts["distinct"] <= 0
         if empty.any():
             keep = ~empty
-            self.group, self.first, self.last = self.group[keep], self.first[keep], self.last[keep]
+            self.group, self.vpc, self.first, self.last = self.group[keep], self.vpc[keep], self.first[keep], self.last[keep]
             self.counts = {n: v[keep] for n, v in self.counts.items()}
-
-    def find(self, groups: np.ndarray) -> np.ndarray:
-        """Positions of ``groups`` (sorted, all present)."""
-        return np.searchsorted(self.group, groups)
 
 
 class ScanDetector:
@@ -291,8 +288,8 @@ class ScanDetector:
         tally = self._tallies[column]
         touched = _sorted_unique(new[column])
         touched = touched[_member(tally.group, touched)]  # not those evicted at once
-        at = tally.find(touched)
-        vpc = tally.counts["vpc"][at]
+        at = np.searchsorted(tally.group, touched)
+        vpc = tally.vpc[at]
         distinct, full = tally.counts["distinct"][at], tally.counts["full"][at]
         score = full * failed_weight[vpc] + (distinct - full) * answered_weight[vpc]
         hot = np.flatnonzero(enabled[vpc] & (score >= threshold[vpc]))
