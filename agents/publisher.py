@@ -125,6 +125,7 @@ class FramePublisher:
         self._sequence: dict[str, int] = {}
         self._reports: dict[str, _DropReport] = {}
         self._assembling: dict[str, _Assembling] = {}
+        self._newest_ns = 0  # capture time of the newest packet published
         self._producer: Producer | None = None
 
     def start(self) -> None:
@@ -165,7 +166,7 @@ class FramePublisher:
             self.stats.packets += packets.size
             self.stats.bytes += nbytes
         if batch.packets.size:
-            self._release_behind(int(batch.packets.capture_time_ns.max()))
+            self._newest_ns = max(self._newest_ns, int(batch.packets.capture_time_ns.max()))
         self.service()
         while self.stats.buffered_bytes > self._limit:
             if self.overflow == "drop-oldest":
@@ -203,14 +204,14 @@ class FramePublisher:
         if waiting is not None:
             self._enqueue(eni_id, _concatenate(waiting.parts))
 
-    def _release_behind(self, newest_ns: int) -> None:
+    def _release_behind(self) -> None:
         """Frames in the making whose oldest packet is ``frame_seconds`` of capture time behind
         the newest packet captured, or was taken ``ASSEMBLY_WAIT_SECONDS`` ago, go out (frames
         leave the agent roughly in capture order across ENIs, and never wait long)."""
         horizon_ns = self.settings.agent.frame_seconds * 1e9
         now = time.monotonic()
         for eni_id, waiting in list(self._assembling.items()):
-            if newest_ns - waiting.first_ns >= horizon_ns or now - waiting.since >= ASSEMBLY_WAIT_SECONDS:
+            if self._newest_ns - waiting.first_ns >= horizon_ns or now - waiting.since >= ASSEMBLY_WAIT_SECONDS:
                 self._release(eni_id)
 
     def heartbeat(self, eni_ids: tuple[str, ...], first_ns: int, last_ns: int) -> None:
@@ -226,7 +227,7 @@ class FramePublisher:
         """Hand buffered frames to Kafka, run delivery callbacks, send due drop reports."""
         assert self._producer is not None, "start() first"
         self._producer.poll(0)
-        self._release_behind(0)
+        self._release_behind()
         self._offer()
         now = time.monotonic()
         waiting = {o.eni_id for o in self._queue}
