@@ -140,6 +140,7 @@ class FlowWorker:
         self._ack: Ack = lambda _m: None
         self._highwater: Highwater = lambda _p: None
         self._next_offset: dict[int, int] = {}
+        self._assigned: set[int] | None = None  # frames-topic partitions we own; None: never told (in-process use)
         self._pending: list[ClosedWindows] = []
         self._pending_rows = 0
         self._pending_since: float | None = None
@@ -166,7 +167,15 @@ class FlowWorker:
         highwater = self._highwater(partition)
         return highwater is None or self._next_offset.get(partition, 0) >= highwater
 
+    def assign(self, partitions: set[int]) -> None:
+        """The frames-topic partitions assigned to this worker now (after a rebalance)."""
+        self._assigned = set(partitions)
+
     async def on_message(self, message: Any) -> None:
+        if self._assigned is not None and message.partition not in self._assigned:
+            # Fetched before its partition was revoked: its new owner reads it again.
+            # Taking it would bring back the partition's windows here.
+            return
         if not self.windows.has(message.partition):
             # The first frame of a partition we (newly) consume: where did its history stop?
             closed_through, replay = await self._history(message.partition, message.offset)
@@ -232,6 +241,8 @@ class FlowWorker:
         replays from the committed offset. A write in flight finishes first, so the close
         log is complete before the new owner reads it."""
         async with self._flush_lock:
+            if self._assigned is not None:
+                self._assigned -= partitions
             self.windows.discard_partitions(partitions)
             kept = [c for c in self._pending if c.event.partition not in partitions]
             self._pending, self._pending_rows = kept, sum(c.flows.size for c in kept)
