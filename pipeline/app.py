@@ -110,10 +110,6 @@ def create_app(
         # replays it from its committed offset, repeating the recorded closes.
         await worker.revoke({tp.partition for tp in revoked if tp.topic == frames_topic})
 
-    @app.on_partitions_assigned.connect
-    async def note_assigned(_app: faust.App, assigned: set[TP], **_kw: Any) -> None:
-        worker.assign({tp.partition for tp in assigned if tp.topic == frames_topic})
-
     @app.timer(TICK_SECONDS)
     async def close_due_windows() -> None:
         await worker.offer_rules(rules.latest())

@@ -140,7 +140,8 @@ class FlowWorker:
         self._ack: Ack = lambda _m: None
         self._highwater: Highwater = lambda _p: None
         self._next_offset: dict[int, int] = {}
-        self._assigned: set[int] | None = None  # frames-topic partitions we own; None: never told (in-process use)
+        # Times each partition was revoked: a frame read before a revoke must not bring its windows back after it.
+        self._revocations: Counter[int] = Counter()
         self._pending: list[ClosedWindows] = []
         self._pending_rows = 0
         self._pending_since: float | None = None
@@ -167,18 +168,16 @@ class FlowWorker:
         highwater = self._highwater(partition)
         return highwater is None or self._next_offset.get(partition, 0) >= highwater
 
-    def assign(self, partitions: set[int]) -> None:
-        """The frames-topic partitions assigned to this worker now (after a rebalance)."""
-        self._assigned = set(partitions)
-
     async def on_message(self, message: Any) -> None:
-        if self._assigned is not None and message.partition not in self._assigned:
-            # Fetched before its partition was revoked: its new owner reads it again.
-            # Taking it would bring back the partition's windows here.
-            return
         if not self.windows.has(message.partition):
             # The first frame of a partition we (newly) consume: where did its history stop?
+            revocations = self._revocations[message.partition]
             closed_through, replay = await self._history(message.partition, message.offset)
+            if self._revocations[message.partition] != revocations:
+                # Revoked while we read its close log: whoever owns the partition now (perhaps
+                # we again) reads this frame again from the committed offset. Taking it would
+                # bring back the windows of a partition Faust no longer lets us ask about.
+                return
             self.windows.partition(message.partition).resume(closed_through, replay)
         self._next_offset[message.partition] = message.offset + 1
         try:
@@ -241,8 +240,7 @@ class FlowWorker:
         replays from the committed offset. A write in flight finishes first, so the close
         log is complete before the new owner reads it."""
         async with self._flush_lock:
-            if self._assigned is not None:
-                self._assigned -= partitions
+            self._revocations.update(partitions)
             self.windows.discard_partitions(partitions)
             kept = [c for c in self._pending if c.event.partition not in partitions]
             self._pending, self._pending_rows = kept, sum(c.flows.size for c in kept)
