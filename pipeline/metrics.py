@@ -59,6 +59,7 @@ _GAUGES = {
     "threat_lists_version": ("threat_lists_version", "version of the threat lists loaded (bumped on each reload)"),
     "alerts_open": ("alerts_open", "alerts open in this worker's detectors"),
     "alerts_unsent": ("alerts_unsent", "alerts waiting to be published again after a failed publish"),
+    "scan_contacts": ("scan_contacts", "contacts the scan detector remembers (bounded by detect.max_scan_contacts)"),
 }
 SINKS = ("store", "topic", "alerts")
 ALERT_EVENTS = ("raised", "updated", "closed")
@@ -80,6 +81,11 @@ class _WorkerCollector:
             yield CounterMetricFamily(PREFIX + name, doc, value=snapshot[field])
         if worker.detectors is not None:
             yield CounterMetricFamily(PREFIX + "detect_seconds", "time spent in the detectors", value=worker.detectors.seconds)
+            yield CounterMetricFamily(
+                PREFIX + "scan_contacts_evicted",
+                "contacts the scan detector forgot before they expired (over detect.max_scan_contacts; scans may go unseen)",
+                value=snapshot["scan_contacts_evicted"],
+            )
         for field, (name, doc) in _GAUGES.items():
             if field in snapshot:  # the detectors' (threat lists, alerts open) only when they run
                 yield GaugeMetricFamily(PREFIX + name, doc, value=snapshot[field])

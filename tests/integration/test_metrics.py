@@ -38,7 +38,7 @@ FAMILIES = {
         "duplicate_frames", "reordered_frames", "lost_frames", "skipped_windows", "dead_letters", "records_written",
         "sink_write_failures", "sink_write_retries", "alerts", "alert_latency_seconds", "flush_duration_seconds",
         "consumer_lag_messages", "assigned_partitions", "open_windows", "pending_rows", "rule_set_version",
-        "threat_lists_version", "alerts_open",
+        "threat_lists_version", "alerts_open", "scan_contacts", "scan_contacts_evicted",
     )
 }
 
@@ -169,6 +169,8 @@ def test_metrics_scraped_while_traffic_flows(settings_factory, worker_factory, t
     assert sum(v for (_, e), v in raised.items() if e == "updated") == stats["alerts_updated"]
     assert value(after, "alert_latency_seconds_count") >= 1
     assert value(after, "alerts_open") == stats["alerts_open"]
+    assert value(after, "scan_contacts") == stats["scan_contacts"] > 0
+    assert value(after, "scan_contacts_evicted_total") == stats["scan_contacts_evicted"] == 0
     assert value(after, "rule_set_version") == stats["rule_set_version"] == 0
     info = [dict(k) for (n, k) in after if n == P + "info"]
     assert info == [{"version": __version__, "app_id": settings.worker.app_id, "window_seconds": "5"}]
