@@ -93,6 +93,19 @@ def _exchange(a: str, b: str, server_ip: str) -> None:
         server.stdout.close()
 
 
+def _wait_until_written(path: Path, quiet: float = 1.0, timeout: float = 20.0) -> None:
+    """Until tcpdump (-U: a write per packet) has written nothing new for ``quiet`` seconds:
+    on a busy machine it lags, and packets it has not read when interrupted are lost."""
+    deadline, size, since = time.monotonic() + timeout, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now_size = path.stat().st_size if path.exists() else 0
+        if now_size != size:
+            size, since = now_size, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
+
+
 def _capture(namespaces, path: Path) -> None:
     a, b, dev = namespaces
     dump = subprocess.Popen(
@@ -107,7 +120,7 @@ def _capture(namespaces, path: Path) -> None:
         _run("ip", "netns", "exec", a, "ping", "-c", "2", "-s", "3000", "10.77.0.2")  # fragmented ICMP
         _exchange(a, b, "10.77.0.2")
         _exchange(a, b, "fd77::2")
-        time.sleep(0.5)
+        _wait_until_written(path)
     finally:
         dump.send_signal(2)
         dump.wait(10)
