@@ -135,6 +135,11 @@ class WorkerSettings(_Section):
         description="frames fetched ahead of the one being aggregated (Faust's stream buffer; a frame is up to"
         " ~0.5 MB): more only costs memory, the Kafka client fetches ahead on its own",
     )
+    malloc_arenas: int = Field(
+        2, ge=0,
+        description="glibc malloc arenas of the worker and its producer process (0: glibc's default, 8 per core);"
+        " with one per thread, memory freed by one thread is not reused by another (flowlogs/malloc.py)",
+    )
 
 
 class AgentSettings(_Section):

@@ -25,6 +25,7 @@ import orjson
 import pyarrow as pa
 
 from flowlogs.errors import FlowLogsError
+from flowlogs.malloc import limit_arenas
 from flowlogs.settings import Settings
 from pipeline.sinks.topic import FlowRecordProducer, SinkError
 
@@ -98,6 +99,7 @@ class FlowTopicSink:
 
 def _serve(settings: Settings, conn: Connection) -> None:
     """The child: requests of (options, N Arrow IPC chunks) in, one JSON answer each out."""
+    limit_arenas(settings.worker.malloc_arenas)
     producer = FlowRecordProducer(settings)
     while True:
         rows, error = 0, None

@@ -1,0 +1,32 @@
+"""glibc malloc arenas for the long-running processes.
+
+glibc gives threads their own malloc arenas, up to eight per core. The worker runs many
+threads (chDB's insert and merge pools, the Kafka clients, Python's to_thread pool), and
+memory freed in one arena is not reused by a thread allocating in another: at 1 M flows
+per window the worker held ~300 MB more at its peak with the default than with two arenas
+(bench/worker.py), for no measurable throughput. The cap must be set before the threads
+start; it applies to arenas created afterwards.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+
+log = logging.getLogger(__name__)
+
+_M_ARENA_MAX = -8  # <malloc.h>
+
+
+def limit_arenas(arenas: int) -> bool:
+    """Let glibc's malloc use at most ``arenas`` arenas from now on (0: leave glibc's default).
+    False where the C library is not glibc (musl has one arena anyway) or refused it."""
+    if arenas <= 0:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        log.debug("no mallopt in this C library: malloc arenas left as they are")
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(_M_ARENA_MAX, arenas))
