@@ -1,21 +1,18 @@
-"""Flow records: closed-window aggregates → the schemas/ flow record, as Arrow and as JSON.
+"""Flow records: closed-window aggregates → the schemas/ flow record, as Arrow.
 
-The Arrow table feeds the ClickHouse sink (one columnar insert); JSON lines feed the flows
-topic. Column types are derived from ``schemas.flow_record.FLOW_FIELDS``.
+The Arrow table feeds the ClickHouse sink (one columnar insert) and, rendered as JSON lines
+by ``pipeline.json_render``, the flows topic. Column types are derived from
+``schemas.flow_record.FLOW_FIELDS``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
-import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from pipeline import json_render
 from pipeline.aggregate import FlowAggregate, hash_rows, window_eni_codes
 from schemas import flow_record
 from schemas.flow_record import FLOW_FIELDS, FlowField
@@ -173,54 +170,6 @@ class FlowRecordBuilder:
             if f.column not in arrays:
                 arrays[f.column] = pa.array(cols[f.column], type=arrow_type(f))
         return pa.Table.from_arrays([arrays[f.column] for f in FLOW_FIELDS], schema=ARROW_SCHEMA)
-
-
-def json_batches(table: pa.Table, rows: int = 16_384) -> Iterator[tuple[pa.Array, pa.Array]]:
-    """:func:`json_records` of ``rows`` records at a time: a million-flow window is never
-    rendered all at once."""
-    for start in range(0, table.num_rows, rows):
-        yield json_records(table.slice(start, rows))
-
-
-def json_records(table: pa.Table) -> tuple[pa.Array, pa.Array]:
-    """(keys, JSON records) of a table of :meth:`FlowRecordBuilder.arrow` as binary arrays;
-    key = interface-id, field names as in the JSON Schema.
-
-    Rendered column by column in Arrow's compute kernels: numbers cast to text, strings
-    JSON-quoted once per dictionary value and taken by code, addresses joined from their
-    octets; then one element-wise join with the field names between. No Python per record.
-    """
-    columns = []
-    for f in FLOW_FIELDS:
-        column = table.column(f.column).combine_chunks()
-        if pa.types.is_dictionary(column.type):
-            columns.append(_quoted(column.dictionary.to_pylist()).take(column.indices))
-        elif pa.types.is_fixed_size_binary(column.type):
-            raw = np.frombuffer(column.buffers()[1], np.uint8, count=16 * len(column), offset=16 * column.offset)
-            columns.append(_ip_texts(raw.view("V16")))
-        else:
-            columns.append(pc.cast(column, pa.string()))
-    literals = [(("{" if i == 0 else ",") + f'"{f.name}":').encode() for i, f in enumerate(FLOW_FIELDS)] + [b"}"]
-    interface = table.column("interface_id").combine_chunks()
-    keys = pa.array([e.encode() for e in interface.dictionary.to_pylist()], pa.binary()).take(interface.indices)
-    return keys, json_render.join(literals, columns)
-
-
-def _quoted(values: Sequence[str]) -> pa.Array:
-    return pa.array([orjson.dumps(v).decode() for v in values], pa.string())
-
-
-def _ip_texts(addr: np.ndarray) -> pa.Array:
-    """JSON-quoted text of V16 addresses: IPv4-mapped as dotted quads (compiled), IPv6 as
-    ``inet_ntop`` writes it (per address, IPv6 rows only)."""
-    raw = addr.view(np.uint8).reshape(-1, 16)
-    texts = json_render.dotted_quads(raw)
-    v6 = np.flatnonzero(~is_ipv4_mapped(addr))
-    if v6.size:
-        full = np.array(texts.to_pylist(), dtype=object)
-        full[v6] = ['"' + socket.inet_ntop(socket.AF_INET6, raw[i].tobytes()) + '"' for i in v6.tolist()]
-        texts = pa.array(full.tolist(), pa.string())
-    return texts
 
 
 def _dictionary(codes: np.ndarray, values: list[str]) -> pa.DictionaryArray:

@@ -1,4 +1,4 @@
-"""The compiled JSON renderer agrees with Python's own formatting."""
+"""The JSON renderer agrees with Python's own formatting."""
 
 from __future__ import annotations
 
@@ -27,3 +27,12 @@ def test_join_puts_literals_between_columns_and_handles_slices_and_empty_values(
     b = pa.array(["1", "22", ""])
     out = json_render.join([b"{", b",", b"}"], [a, b])
     assert out.to_pylist() == [b"{,1}", b"{zzz,22}", b"{q,}"]
+
+
+def test_addresses_of_both_families_render_as_python_writes_them() -> None:
+    addresses = [ipaddress.ip_address(a) for a in ("10.0.0.1", "fd77::2", "255.255.255.255", "2001:db8::1:0:0:1", "0.0.0.0")]
+    raw = np.array(
+        [list((a.packed if a.version == 6 else b"\0" * 10 + b"\xff\xff" + a.packed)) for a in addresses], np.uint8
+    )
+    texts = json_render._ip_texts(raw.view("V16").ravel())
+    assert texts.to_pylist() == [f'"{a}"' for a in addresses]

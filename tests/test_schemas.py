@@ -10,7 +10,8 @@ import orjson
 from agents.synthetic import SyntheticConfig, SyntheticTraffic
 from flowlogs.settings import Settings
 from pipeline.flow_table import aggregate_packets
-from pipeline.records import FlowRecordBuilder, json_records
+from pipeline.json_render import json_records
+from pipeline.records import FlowRecordBuilder
 from pipeline.store import Store
 from schemas import flow_record, generate
 

@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from flowlogs.errors import FlowLogsError
 from flowlogs.kafka import client_config
 from flowlogs.settings import Settings
-from pipeline.records import json_batches
+from pipeline.json_render import json_batches
 from schemas import topics
 
 log = logging.getLogger(__name__)
