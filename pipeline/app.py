@@ -41,7 +41,6 @@ from schemas.rules import parse_rules
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.5
-POLL_FRAMES = 32  # frames one poll of the Kafka consumer hands over at most
 _ROW_TABLES = (window_closes.TABLE, alerts.TABLE)  # small tables other workers write through the owner
 
 
@@ -82,11 +81,11 @@ def create_app(
         broker_heartbeat_interval=settings.kafka.session_timeout_seconds / 4,
         broker_commit_livelock_soft_timeout=quiet_for,
         consumer_max_fetch_size=16 * 1024 * 1024,
-        # Frames are read ahead twice: a poll's records wait whole (decompressed) while they
-        # trickle into the stream buffer. Faust's defaults, 500 and 4096 events, are ~0.2 and
-        # ~1.9 GB of full frames; at 1 M flows per window 500 → 32 took 0.15–0.2 GB off the
-        # worker's peak at the same throughput (bench/worker.py).
-        broker_max_poll_records=POLL_FRAMES,
+        # A poll's frames wait whole while they trickle into the stream buffer: 32 instead of
+        # 500 took ~150 MB off the peak at 1 M flows per window, but starved the worker at
+        # 100 k (1.8 vs 2.1 M packets/s, 3 runs each; bench/worker.py).
+        broker_max_poll_records=500,
+        # Faust's default buffers 4096 events ahead: 4096 frames of 8192 packets is ~1.9 GB.
         stream_buffer_maxsize=cfg.prefetch_frames,
         web_host=cfg.api_host,
         web_port=cfg.api_port,
