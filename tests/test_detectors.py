@@ -91,6 +91,36 @@ def test_the_scan_state_is_bounded_and_forgets_the_contacts_seen_longest_ago() -
     assert runs[1000] == ([], 1000, 1025)  # 1020 after the noise, 5 more after the last sweep
 
 
+def test_the_scan_tallies_equal_a_count_of_the_remembered_contacts_after_many_batches() -> None:
+    """Batches that repeat, answer and add contacts, merged in one by one (with evictions):
+    each group's tally — contacts, failed-never-answered, answered — equals a count over the
+    contacts the detector still remembers, and the contacts stay sorted and distinct."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    d = detectors(max_scan_contacts=1000)
+    for window in range(8):
+        flows = [
+            Flow(f"198.51.100.{rng.integers(1, 20)}", f"10.0.0.{rng.integers(1, 200)}", 40000 + int(rng.integers(0, 3)),
+                 int(rng.choice([22, 80, 443])), flags=int(rng.choice([SYN, SYN | ACK, ACK | RST])),
+                 action=str(rng.choice(["ACCEPT", "REJECT"])), window=window * W, eni=int(rng.integers(0, 3)))
+            for _ in range(int(rng.integers(300, 700)))
+        ]
+        observe(d, flows)
+    state = d.scans._state
+    assert (np.diff(state["contact"].astype(np.float64)) > 0).all() or state["contact"].size < 2
+    assert d.snapshot()["scan_contacts"] == state["contact"].size <= 1000
+    assert d.snapshot()["scan_contacts_evicted"] > 0
+    for column, tally in d.scans._tallies.items():
+        groups, members = np.unique(state[column], return_counts=True)
+        full = np.array([(state["failed"] & ~state["answered"])[state[column] == g].sum() for g in groups])
+        answered = np.array([state["answered"][state[column] == g].sum() for g in groups])
+        assert tally.group.tolist() == groups.tolist()
+        assert tally.counts["distinct"].tolist() == members.tolist()
+        assert tally.counts["full"].tolist() == full.tolist()
+        assert tally.counts["answered"].tolist() == answered.tolist()
+
+
 def test_a_server_answering_many_connections_of_one_client_is_not_a_port_scan() -> None:
     client = [Flow("203.0.113.9", "10.0.0.10", 40000 + i, 22, flags=SYN | ACK) for i in range(40)]
     server = [Flow("10.0.0.10", "203.0.113.9", 22, 40000 + i, flags=SYN | ACK, direction=1) for i in range(40)]
