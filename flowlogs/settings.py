@@ -140,6 +140,11 @@ class WorkerSettings(_Section):
         description="glibc malloc arenas of the worker and its producer process (0: glibc's default, 8 per core);"
         " with one per thread, memory freed by one thread is not reused by another (flowlogs/malloc.py)",
     )
+    malloc_trim_seconds: float = Field(
+        10.0, ge=0,
+        description="after a write, give memory freed since to the system if the last time was this long ago"
+        " (glibc's malloc_trim; 0: never): without it RSS stays at its peak between bursts",
+    )
 
 
 class AgentSettings(_Section):

@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from flowlogs.errors import FlowLogsError, FrameError
+from flowlogs.malloc import release_free_memory
 from flowlogs.settings import Settings
 from pipeline.close_log import CloseLog
 from pipeline.detect.detectors import Detectors
@@ -148,6 +149,8 @@ class FlowWorker:
         self._writing_rows = 0
         self._failed: WriteBatch | None = None
         self._failed_at = 0.0
+        self._memory_released_at = time.monotonic()
+        self._memory_to_release = False  # a write freed memory since it was last given back
         self._flush_lock = asyncio.Lock()
         self._flush_task: asyncio.Task[None] | None = None
         self._rules_seen: bytes | None = None
@@ -192,6 +195,8 @@ class FlowWorker:
     async def tick(self) -> None:
         self._collect(self.windows.due(caught_up=self._caught_up))
         await self._start_flush_when_due()
+        if not self._flush_lock.locked():
+            await self._release_memory_when_due()
         if self.detectors is not None:
             await asyncio.to_thread(self.detectors.reload_threat_lists_when_due)
 
@@ -310,6 +315,19 @@ class FlowWorker:
             self.stats.batches_written += 1
             self.stats.last_flush_seconds = time.monotonic() - started
             self._observe("flush_duration_seconds", self.stats.last_flush_seconds)
+            self._memory_to_release = True
+            await self._release_memory_when_due()
+
+    async def _release_memory_when_due(self) -> None:
+        """After a write, what the batch's closes, records and inserts used is free: give it
+        back to the system, at most every ``worker.malloc_trim_seconds`` (from the tick too,
+        so the last write of a burst is not left holding it)."""
+        every, now = self.settings.worker.malloc_trim_seconds, time.monotonic()
+        if every <= 0 or not self._memory_to_release or now - self._memory_released_at < every:
+            return
+        self._memory_released_at, self._memory_to_release = now, False
+        released = await asyncio.to_thread(release_free_memory)
+        log.debug("freed memory %s the system in %.0f ms", "given back to" if released else "kept from", (time.monotonic() - now) * 1e3)
 
     def _take_pending(self, max_rows: int) -> list[ClosedWindows]:
         """The oldest pending closes of at most ``max_rows`` rows together (at least one close)."""

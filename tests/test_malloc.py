@@ -49,3 +49,38 @@ def test_two_arenas_serve_eight_threads() -> None:
 def test_zero_leaves_glibcs_default() -> None:
     applied, count = heaps(0)
     assert not applied and count > 2  # main arena + one per thread, up to 8 per core
+
+
+RELEASE_PROBE = r"""
+import ctypes, sys
+from flowlogs.malloc import release_free_memory
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = (ctypes.c_void_p,)
+def rss_mb():
+    with open("/proc/self/status") as fh:
+        return int(next(line for line in fh if line.startswith("VmRSS:")).split()[1]) / 1024
+chunks = [libc.malloc(64 * 1024) for _ in range(3200)]  # 200 MB below the mmap threshold: heap memory
+for c in chunks:
+    ctypes.memset(c, 1, 64 * 1024)
+top = libc.malloc(64 * 1024)  # allocated last: the heap's top stays in use, so free() alone returns nothing
+for c in chunks:
+    libc.free(c)
+before = rss_mb()
+released = release_free_memory() if sys.argv[1] == "release" else False
+print(released, before, rss_mb())
+"""
+
+
+def rss_after_free(how: str) -> tuple[bool, float, float]:
+    out = subprocess.run([sys.executable, "-c", RELEASE_PROBE, how], capture_output=True, text=True, timeout=60, check=True)
+    released, before, after = out.stdout.split()
+    return released == "True", float(before), float(after)
+
+
+def test_freed_heap_memory_is_given_back_to_the_system() -> None:
+    kept, before_kept, after_kept = rss_after_free("keep")
+    released, before, after = rss_after_free("release")
+    assert before_kept > 150 and before > 150  # the freed 200 MB still count without a release
+    assert not kept and after_kept > 150
+    assert released and after < before - 150

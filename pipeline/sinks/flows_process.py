@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -25,7 +26,7 @@ import orjson
 import pyarrow as pa
 
 from flowlogs.errors import FlowLogsError
-from flowlogs.malloc import limit_arenas
+from flowlogs.malloc import limit_arenas, release_free_memory
 from flowlogs.settings import Settings
 from pipeline.sinks.topic import FlowRecordProducer, SinkError
 
@@ -101,6 +102,7 @@ def _serve(settings: Settings, conn: Connection) -> None:
     """The child: requests of (options, N Arrow IPC chunks) in, one JSON answer each out."""
     limit_arenas(settings.worker.malloc_arenas)
     producer = FlowRecordProducer(settings)
+    trim_every, trimmed_at = settings.worker.malloc_trim_seconds, time.monotonic()
     while True:
         rows, error = 0, None
         try:
@@ -120,3 +122,6 @@ def _serve(settings: Settings, conn: Connection) -> None:
             except FlowLogsError as exc:
                 error = str(exc)
         conn.send_bytes(orjson.dumps({"error": error} if error else {"rows": rows}))
+        if trim_every > 0 and time.monotonic() - trimmed_at >= trim_every:
+            trimmed_at = time.monotonic()
+            release_free_memory()  # the rendered records are gone: give their pages back
