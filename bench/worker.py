@@ -267,6 +267,7 @@ def throughput_phase(bootstrap: str, home: Path, flows: int, args: argparse.Name
         # Idle now: within worker.malloc_trim_seconds (and a tick) it gives freed memory back.
         time.sleep(settings.worker.malloc_trim_seconds + 1.0)
         idle_rss_kb = proc_status_kb(worker.pid)["VmRSS"]
+        child_idle_rss_kb = sum(proc_status_kb(c).get("VmRSS", 0) for c in children(worker.pid))
         process["child_processes_after"] = len(children(worker.pid))
         child_hwm_kb = sum(proc_status_kb(c).get("VmHWM", 0) for c in children(worker.pid))
         _, rows = worker.query(ROW_CHECK_SQL)
@@ -303,6 +304,7 @@ def throughput_phase(bootstrap: str, home: Path, flows: int, args: argparse.Name
         "worker_process_peak_rss_mb_when_last_frame_read": round(hwm_read_kb / 1024),
         "worker_process_rss_mb_after_all_written": round(memory["VmRSS"] / 1024),
         "worker_process_rss_mb_idle": round(idle_rss_kb / 1024),
+        "child_processes_rss_mb_idle": round(child_idle_rss_kb / 1024),
         "max_open_windows_all_partitions": peak["open_windows"],
         **cpu,
         "load_average_before": load_before,

@@ -122,6 +122,10 @@ def _serve(settings: Settings, conn: Connection) -> None:
             except FlowLogsError as exc:
                 error = str(exc)
         conn.send_bytes(orjson.dumps({"error": error} if error else {"rows": rows}))
-        if trim_every > 0 and time.monotonic() - trimmed_at >= trim_every:
-            trimmed_at = time.monotonic()
-            release_free_memory()  # the rendered records are gone: give their pages back
+        if trim_every > 0:
+            # The rendered records are gone: give their pages back now if the last time was
+            # long enough ago, else once that long has passed without a request.
+            wait = trimmed_at + trim_every - time.monotonic()
+            if wait <= 0 or not conn.poll(wait):
+                release_free_memory()
+                trimmed_at = time.monotonic()
