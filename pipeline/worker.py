@@ -327,7 +327,10 @@ class FlowWorker:
             return
         self._memory_released_at, self._memory_to_release = now, False
         released = await asyncio.to_thread(release_free_memory)
-        log.debug("freed memory %s the system in %.0f ms", "given back to" if released else "kept from", (time.monotonic() - now) * 1e3)
+        log.debug(
+            "freed memory %s the system in %.0f ms",
+            "given back to" if released else "none to give back to", (time.monotonic() - now) * 1e3,
+        )
 
     def _take_pending(self, max_rows: int) -> list[ClosedWindows]:
         """The oldest pending closes of at most ``max_rows`` rows together (at least one close)."""
