@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_query)
 
     e = sub.add_parser("export", help="write stored flow records as Tencent/AWS flow-log text, JSON lines or Parquet")
-    e.add_argument("--since", help="windows starting at or after: an age (30m, 1h, 2d) or an ISO time (UTC if no zone)")
+    e.add_argument("--since", help="windows starting at or after: an age (30m, 1h, 2d), an ISO time (UTC if no zone) or Unix seconds")
     e.add_argument("--until", help="windows starting before this (same forms; default: now)")
     e.add_argument("--format", required=True, metavar="tencent|aws|jsonl|parquet")
     e.add_argument("--output", type=Path, metavar="FILE", help="write here (default: stdout)")
@@ -438,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     wi = sub.add_parser("whatif", help="replay stored flows through a proposed rule set; report changed verdicts")
     wi.add_argument("--rules", required=True, type=Path, metavar="FILE", help="the proposed rule set")
-    wi.add_argument("--since", required=True, help="windows starting at or after: an age (30m, 24h) or an ISO time")
+    wi.add_argument("--since", required=True, help="windows starting at or after: an age (30m, 24h), an ISO time or Unix seconds")
     wi.add_argument("--until", help="windows starting before this (default: now)")
     wi.add_argument("--inventory", type=Path, help="inventory (default: the worker.inventory setting)")
     wi.add_argument("--top", type=int, default=20, help="examples to show (biggest by bytes)")

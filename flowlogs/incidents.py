@@ -135,7 +135,7 @@ def _iso(seconds: float) -> str:
 
 def add_parsers(sub: Any, settings_of: Callable[[argparse.Namespace], Settings], export: Command) -> None:
     """The rewind and snapshot subcommands; ``export`` is `flowlogs export` (snapshot export uses it)."""
-    range_help = "an age (30m, 2h) or an ISO time (UTC if no zone)"
+    range_help = "an age (30m, 2h), an ISO time (UTC if no zone) or Unix seconds"
     scope_help = "all, vpc:ID, subnet:ID or eni:ID"
 
     rw = sub.add_parser("rewind", help="re-aggregate the raw frames of a time range (finer window, other rules) into a named result set")

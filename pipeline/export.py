@@ -42,19 +42,29 @@ FORMATS = ("tencent", "aws", "jsonl", "parquet")
 
 _AGE = re.compile(r"(\d+)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_UNIX_SECONDS_DIGITS = 9  # 100000000 is 1973-03-03: anything shorter is an age missing its unit
 
 
 def parse_time(text: str, *, option: str = "--since", now: float | None = None) -> int:
     """Unix seconds of an export bound.
 
-    An age before ``now`` (``45s``, ``30m``, ``1h``, ``2d``, ``1w``) or an ISO 8601 time
-    (``2024-05-01T12:00:00Z``, ``2024-05-01 12:00``, ``2024-05-01``); a time without a zone
-    is UTC, like every time in the store.
+    An age before ``now`` (``45s``, ``30m``, ``1h``, ``2d``, ``1w``), an ISO 8601 time
+    (``2024-05-01T12:00:00Z``, ``2024-05-01 12:00``, ``2024-05-01``; a time without a zone
+    is UTC, like every time in the store), or Unix seconds as flow records print them
+    (``start``, ``end``: ``1714564800``, at least 9 digits — a shorter bare number is
+    refused as an age without its unit).
     """
     value = text.strip()
     age = _AGE.fullmatch(value)
     if age:
         return int(time.time() if now is None else now) - int(age[1]) * _UNIT_SECONDS[age[2]]
+    if value.isdigit():
+        if len(value) < _UNIX_SECONDS_DIGITS:
+            raise ConfigError(
+                f"{option} {text!r} is a number without a unit: give an age such as {value}m or {value}h,"
+                f" or Unix seconds ({_UNIX_SECONDS_DIGITS} digits or more, e.g. 1714564800)"
+            )
+        return int(value)
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:

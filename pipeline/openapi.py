@@ -102,7 +102,7 @@ def document() -> dict[str, Any]:
             }}}},
         }},
         "/alerts": {"get": _read("the newest state of each alert", {"type": "object", "properties": {"alerts": {"type": "array", "items": alerts.json_schema()}}}, [
-            _query("since", "alerts seen since: an age (24h) or an ISO time"),
+            _query("since", "alerts seen since: an age (24h), an ISO time or Unix seconds"),
             _query("state", "open or closed", {"type": "string", "enum": list(alerts.STATES)}),
             _query("detector", "one detector", {"type": "string", "enum": list(alerts.DETECTORS)}),
             _query("severity", "one severity", {"type": "string", "enum": list(alerts.SEVERITIES)}),
@@ -126,7 +126,7 @@ def document() -> dict[str, Any]:
         "/api/v1/enis": {"get": _read("ENIs of the inventory and seen in traffic")},
         "/api/v1/flows": {"get": _read("flow search: a filter expression over stored flow records", parameters=[
             _query("filter", "e.g. srcaddr = 10.0.0.0/8 and dstport in (22, 3389) and action = REJECT"),
-            _query("since", "windows starting at or after: an age or an ISO time"),
+            _query("since", "windows starting at or after: an age, an ISO time or Unix seconds"),
             _query("until", "windows starting before"),
             _query("limit", "rows (1–10000)", {"type": "integer"}),
         ])},

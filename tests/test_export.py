@@ -52,9 +52,11 @@ def record(**changes: Any) -> list[Any]:
         ("2023-11-14T23:13:20+01:00", NOW),
         ("2023-11-14 22:13:20", NOW),  # no zone: UTC, like the store
         ("2023-11-14", int(datetime(2023, 11, 14, tzinfo=UTC).timestamp())),
+        (str(NOW), NOW),  # Unix seconds, as a record's start and end print them
+        (" 100000000 ", 100_000_000),
     ],
 )
-def test_since_accepts_ages_and_iso_times(text: str, expected: int) -> None:
+def test_since_accepts_ages_iso_times_and_unix_seconds(text: str, expected: int) -> None:
     assert parse_time(text, now=NOW) == expected
 
 
@@ -62,6 +64,12 @@ def test_since_accepts_ages_and_iso_times(text: str, expected: int) -> None:
 def test_a_bad_time_names_the_option_and_the_forms(text: str) -> None:
     with pytest.raises(ConfigError, match=r"--until .* is not a time: give an age such as 30m"):
         parse_time(text, option="--until", now=NOW)
+
+
+@pytest.mark.parametrize("text", ["30", "12345678"])
+def test_a_short_bare_number_is_an_age_missing_its_unit(text: str) -> None:
+    with pytest.raises(ConfigError, match=rf"--since '{text}' is a number without a unit: give an age such as {text}m"):
+        parse_time(text, option="--since", now=NOW)
 
 
 def test_until_must_follow_since() -> None:
