@@ -126,9 +126,11 @@ class LocalBroker:
         cache_dir: Path | None = None,
         extra_properties: dict[str, str] | None = None,
         sasl_users: dict[str, str] | None = None,
+        tls_keystore: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.sasl_users = sasl_users or {}
+        self.tls_keystore = tls_keystore
         self.kind = kind
         self.host = host
         self.port = port
@@ -209,7 +211,7 @@ class LocalBroker:
             "controller.quorum.bootstrap.servers": f"{self.host}:{controller_port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
-            **self._sasl_properties(controller_port),
+            **self._security_properties(controller_port),
             "log.dirs": str(logs),
             "num.partitions": "1",
             "offsets.topic.replication.factor": "1",
@@ -241,21 +243,31 @@ class LocalBroker:
                 raise BrokerError(f"formatting KRaft storage in {logs} failed:\n{fmt.stdout}{fmt.stderr}")
         return [*jvm, "kafka.Kafka", str(config)]
 
-    def _sasl_properties(self, controller_port: int) -> dict[str, str]:
-        """With ``sasl_users``, clients must log in with SASL/PLAIN on the broker's port; the
-        broker talks to itself on a second, loopback-only PLAINTEXT listener."""
-        if not self.sasl_users:
+    def _security_properties(self, controller_port: int) -> dict[str, str]:
+        """Clients on the broker's port log in with SASL/PLAIN when there are ``sasl_users``
+        and talk TLS when there is a ``tls_keystore`` (a PEM file: the broker's private key,
+        unencrypted PKCS#8, and its certificate chain) — either, both or neither. With
+        either, the broker talks to itself on a second, loopback-only PLAINTEXT listener."""
+        if not self.sasl_users and self.tls_keystore is None:
             return {}
+        protocol = ("SASL_" if self.sasl_users else "") + ("SSL" if self.tls_keystore else "PLAINTEXT")
         internal = self._saved_port("internal.port")
-        users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users.items())
-        return {
-            "listeners": f"SASL_PLAINTEXT://{self.host}:{self.port},INTERNAL://127.0.0.1:{internal},CONTROLLER://{self.host}:{controller_port}",
-            "advertised.listeners": f"SASL_PLAINTEXT://{self.host}:{self.port},INTERNAL://127.0.0.1:{internal}",
-            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        props = {
+            "listeners": f"{protocol}://{self.host}:{self.port},INTERNAL://127.0.0.1:{internal},CONTROLLER://{self.host}:{controller_port}",
+            "advertised.listeners": f"{protocol}://{self.host}:{self.port},INTERNAL://127.0.0.1:{internal}",
+            "listener.security.protocol.map": f"{protocol}:{protocol},INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "INTERNAL",
-            "sasl.enabled.mechanisms": "PLAIN",
-            "listener.name.sasl_plaintext.plain.sasl.jaas.config": f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
         }
+        if self.sasl_users:
+            users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users.items())
+            props["sasl.enabled.mechanisms"] = "PLAIN"
+            props[f"listener.name.{protocol.lower()}.plain.sasl.jaas.config"] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+            )
+        if self.tls_keystore is not None:
+            props["ssl.keystore.type"] = "PEM"
+            props["ssl.keystore.location"] = str(self.tls_keystore)
+        return props
 
     def _controller_port(self) -> int:
         # KRaft records the controller's endpoint when storage is formatted, so the

@@ -37,10 +37,13 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     """Create the project's topics if missing (idempotent)."""
     refused: list[str] = []  # why the cluster turned the login down, when it did
+    untrusted: list[str] = []  # why the TLS handshake failed, when it did
 
     def on_error(err: KafkaError) -> None:
         if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
             refused.append(err.str())
+        elif err.code() == KafkaError._SSL:
+            untrusted.append(err.str())
 
     admin = AdminClient(client_config(settings, error_cb=on_error))
     retention_ms = int(settings.kafka.frame_retention_hours * 3600 * 1000)
@@ -60,6 +63,11 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
             raise BrokerError(
                 f"Kafka at {bootstrap_servers(settings)} refused the {settings.kafka.sasl_mechanism} login of"
                 f" {settings.kafka.sasl_username!r}: {refused[0]} (kafka.sasl_username / kafka.sasl_password)"
+            ) from exc
+        if untrusted:
+            raise BrokerError(
+                f"the TLS handshake with Kafka at {bootstrap_servers(settings)} failed: {untrusted[0]}"
+                " (kafka.ssl_cafile: the CA certificate that signed the broker's)"
             ) from exc
         raise BrokerError(f"cannot reach Kafka at {bootstrap_servers(settings)}: {exc}") from exc
     new = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -49,13 +50,17 @@ def _faust_broker(settings: Settings) -> tuple[str, dict[str, Any]]:
     url = ";".join(f"kafka://{s.strip()}" for s in servers)
     extra: dict[str, Any] = {}
     k = settings.kafka
+    # TLS as the confluent clients see it: the system's CAs, or only ``ssl_cafile``'s; host names checked.
+    tls = ssl.create_default_context(cafile=k.ssl_cafile) if k.security_protocol.endswith("SSL") else None
     if k.sasl_mechanism:
         extra["broker_credentials"] = faust.SASLCredentials(
             username=k.sasl_username,
             password=k.sasl_password,
             mechanism=k.sasl_mechanism,
-            ssl_context=None,
+            ssl_context=tls,
         )
+    elif tls is not None:
+        extra["broker_credentials"] = faust.SSLCredentials(tls)
     return url, extra
 
 
