@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flowlogs.errors import ConfigError
@@ -41,7 +41,7 @@ class KafkaSettings(_Section):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: str | None = None
-    ssl_cafile: Path | None = None
+    ssl_cafile: FilePath | None = Field(None, description="PEM file of the CA certificate(s) the brokers' certificates are checked against")
 
     def confluent_config(self) -> dict[str, Any]:
         """Client settings in librdkafka spelling (bootstrap excluded)."""

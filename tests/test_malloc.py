@@ -53,6 +53,7 @@ def test_zero_leaves_glibcs_default() -> None:
 
 RELEASE_PROBE = r"""
 import ctypes, sys
+import pyarrow  # release_free_memory imports it: loaded first, so only the freed memory moves RSS
 from flowlogs.malloc import release_free_memory
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p

@@ -37,6 +37,14 @@ def test_missing_config_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_pa
         load_settings()
 
 
+def test_a_missing_ca_file_is_named_at_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FLOWLOGS_KAFKA__SSL_CAFILE", str(tmp_path / "no-ca.pem"))
+    with pytest.raises(ConfigError, match=r"ssl_cafile(.|\n)*does not point to a file"):
+        load_settings()
+    (tmp_path / "no-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert load_settings().kafka.ssl_cafile == tmp_path / "no-ca.pem"
+
+
 def test_with_section_validates() -> None:
     with pytest.raises(ConfigError, match="window_seconds"):
         Settings().with_section("worker", window_seconds=3)
