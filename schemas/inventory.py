@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flowlogs.errors import ConfigError
+from schemas.documents import load_document
 
 
 class _Model(BaseModel):
@@ -129,7 +130,7 @@ class Inventory(_Model):
 def load_inventory(path: Path) -> Inventory:
     """Read and validate an inventory file; errors name the file and the field."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_document(path.read_text()) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read inventory {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:

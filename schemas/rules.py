@@ -84,6 +84,7 @@ from pydantic import (
 )
 
 from flowlogs.errors import ConfigError
+from schemas.documents import document_tree, load_document
 
 LAYERS = ("sg", "acl", "default")  # code = index + 1, like the flow record's Enum8 columns
 LAYER_SG, LAYER_ACL, LAYER_DEFAULT = 1, 2, 3
@@ -387,8 +388,9 @@ def _line(root: yaml.Node | None, loc: _Loc) -> int | None:
     return node.start_mark.line + 1
 
 
-def parse_rules(data: Any, source: str, *, document: yaml.Node | None = None) -> RuleSet:
-    """Validate a decoded rule set; errors name ``source``, the field and (given the YAML ``document``) the line."""
+def parse_rules(data: Any, source: str, *, text: str | None = None) -> RuleSet:
+    """Validate a decoded rule set; errors name ``source``, the field and (given the YAML/JSON ``text`` it
+    was read from) the line."""
     if data is None:
         data = {}
     try:
@@ -401,6 +403,8 @@ def parse_rules(data: Any, source: str, *, document: yaml.Node | None = None) ->
                 problems += [(tuple(error["loc"]) + loc, msg) for loc, msg in cause.problems]
             else:
                 problems.append((tuple(error["loc"]), error["msg"].removeprefix("Value error, ")))
+        # Only a refused rule set needs line numbers: its node tree is composed for them now.
+        document = document_tree(text) if text is not None else None
         lines = sorted(((_line(document, loc) or 0, loc, msg) for loc, msg in problems), key=lambda p: p[0])
         raise ConfigError(
             "; ".join(f"{source}{f' line {line}' if line else ''}: {_dotted(loc)}: {msg}" for line, loc, msg in lines)
@@ -414,8 +418,7 @@ def load_rules(path: Path) -> RuleSet:
     except OSError as exc:
         raise ConfigError(f"cannot read rule set {path}: {exc.strerror}") from exc
     try:
-        document = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data = load_document(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"rule set {path} is not valid YAML/JSON: {exc}") from exc
-    return parse_rules(data, str(path), document=document)
+    return parse_rules(data, str(path), text=text)

@@ -357,3 +357,14 @@ def test_rule_normalisation(written: dict[str, object], protocol: object, ports:
     rule = parse_rules({"security_groups": [{"id": "g", "ingress": [{"id": "r", "action": "accept", "source": "::/0", **written}]}]}, "t")
     got = rule.security_groups[0].ingress[0]
     assert (got.action, got.protocol, got.ports, got.dport_range) == ("ACCEPT", protocol, ports, dport_range)
+
+
+def test_rule_files_read_the_same_as_json_or_yaml(tmp_path: Path) -> None:
+    rules = {"security_groups": [{"id": "web", "ingress": [{"id": "https", "action": "accept", "source": "0.0.0.0/0", "protocol": "tcp", "ports": "443"}]}]}
+    as_json, as_yaml = tmp_path / "rules.json", tmp_path / "rules.yaml"
+    as_json.write_bytes(orjson.dumps(rules))
+    as_yaml.write_text(yaml.safe_dump(rules))
+    assert load_rules(as_json) == load_rules(as_yaml) == RuleSet.model_validate(rules)
+    (tmp_path / "bad.yaml").write_text("security_groups: [unclosed\n")
+    with pytest.raises(ConfigError, match="is not valid YAML/JSON"):
+        load_rules(tmp_path / "bad.yaml")
