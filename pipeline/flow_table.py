@@ -15,9 +15,12 @@ after the other (10 M packets in 8192-packet frames: at a million open flows 225
 ns per packet, at 100 k 98 → 64; with a table that fits in the caches the extra pass costs
 36 → 55 ns).
 
-A close takes the flows of the windows it closes out of the table, ordered by key hash
-(exact lexicographic key order among equal hashes), so the same set of flows always comes
-out in the same order: a replayed close must slice its rows identically.
+A close copies the flows of the windows it closes out of the table once, ordered by key
+hash (exact lexicographic key order among equal hashes), so the same set of flows always
+comes out in the same order: a replayed close must slice its rows identically. The open
+flows move down in place and the table keeps its room for the next windows, unless less
+than a quarter of it is still in use (a burst is over). Building fresh arrays at every
+close instead held the old table, its closed rows twice and the new table at once.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from pipeline.aggregate import KEY_WIDTH, FlowAggregate, hash_rows
+from pipeline.aggregate import KEY_WIDTH, FlowAggregate
 from schemas.frame import Packets
 
 _MIN_ROWS = 1 << 12
 _MAX_LOAD = 0.5  # of the index
 _GROWTH = 1.5  # of the rows
+_SHRINK = 4  # after a close, rows are given back when fewer than a quarter are in use
 _EMPTY = -1
+_NONE = np.empty(0, np.int64)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _MIX2 = np.uint64(0xBF58476D1CE4E5B9)
 _WINDOW_SHIFT = np.uint64(16)
@@ -145,6 +150,49 @@ def _reindex(index: np.ndarray, rows: np.ndarray, size: int) -> None:
         index[s] = r
 
 
+@numba.njit(cache=True, nogil=True)
+def _closing_rows(rows: np.ndarray, size: int, through: np.uint64) -> tuple[np.ndarray, np.ndarray]:
+    """(the row numbers of the flows of windows ≤ ``through``, their key hashes)."""
+    count = 0
+    for r in range(size):
+        if rows[r, 5] >> _WINDOW_SHIFT <= through:
+            count += 1
+    at = np.empty(count, np.int64)
+    hashes = np.empty(count, np.uint64)
+    j = 0
+    for r in range(size):
+        if rows[r, 5] >> _WINDOW_SHIFT <= through:
+            at[j] = r
+            hashes[j] = _hash_key(rows[r])
+            j += 1
+    return at, hashes
+
+
+@numba.njit(cache=True, nogil=True)
+def _take_rows(
+    rows: np.ndarray, size: int, through: np.uint64, at: np.ndarray, keys: np.ndarray, packets: np.ndarray,
+    bytes_: np.ndarray, first: np.ndarray, last: np.ndarray, flags: np.ndarray,
+) -> int:
+    """Copy rows ``at`` out as columns (in that order), then move the rows of windows
+    > ``through`` down to the front, keeping their order; returns how many those are."""
+    for j in range(at.size):
+        row = rows[at[j]]
+        for c in range(KEY_WIDTH):
+            keys[c, j] = row[c]
+        packets[j] = row[_PACKETS]
+        bytes_[j] = row[_BYTES]
+        first[j] = row[_FIRST]
+        last[j] = row[_LAST]
+        flags[j] = np.uint8(row[_FLAGS])
+    kept = 0
+    for r in range(size):
+        if rows[r, 5] >> _WINDOW_SHIFT > through:
+            if kept != r:
+                rows[kept] = rows[r]
+            kept += 1
+    return kept
+
+
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
@@ -156,6 +204,11 @@ class FlowTable:
         self.size = 0
         self._rows = np.empty((_MIN_ROWS, _ROW), np.uint64)
         self._index = np.full(2 * _MIN_ROWS, _EMPTY, np.int32)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the table holds: its rows (used or not) and its index."""
+        return self._rows.nbytes + self._index.nbytes
 
     def _resize_rows(self, capacity: int) -> None:
         rows = np.empty((capacity, _ROW), np.uint64)
@@ -185,25 +238,30 @@ class FlowTable:
 
     def take(self, through_window: int) -> FlowAggregate:
         """Remove and return the flows of windows ≤ ``through_window``, in key-hash order."""
-        n = self.size
-        window = self._rows[:n, 5] >> _WINDOW_SHIFT
-        done = window <= np.uint64(through_window) if through_window >= 0 else np.zeros(n, bool)
-        taken = _flows(self._rows[np.flatnonzero(done)])
-        if taken.size:
-            kept = self._rows[np.flatnonzero(~done)]
-            self.size = len(kept)
-            # Fresh, smaller arrays for the open flows: a closed million-flow window's room is given back.
-            self._rows = np.empty((max(_MIN_ROWS, int(self.size * _GROWTH)), _ROW), np.uint64)
-            self._rows[: self.size] = kept
-            self._resize_index(max(2 * _MIN_ROWS, _pow2_at_least(int(len(self._rows) / _MAX_LOAD))))
-        return _in_hash_order(taken)
-
-
-def _flows(rows: np.ndarray) -> FlowAggregate:
-    return FlowAggregate(
-        np.ascontiguousarray(rows[:, :KEY_WIDTH].T), rows[:, _PACKETS].copy(), rows[:, _BYTES].copy(),
-        rows[:, _FIRST].copy(), rows[:, _LAST].copy(), rows[:, _FLAGS].astype(np.uint8),
-    )
+        through = np.uint64(max(through_window, 0))
+        at, hashes = _closing_rows(self._rows, self.size, through) if through_window >= 0 else (_NONE, _NONE)
+        order = np.argsort(hashes, kind="stable")
+        n = at.size
+        taken = FlowAggregate(
+            np.empty((KEY_WIDTH, n), np.uint64), np.empty(n, np.uint64), np.empty(n, np.uint64),
+            np.empty(n, np.uint64), np.empty(n, np.uint64), np.empty(n, np.uint8),
+        )
+        if n == 0:
+            return taken
+        # The closed flows are copied out once, in hash order; the open ones move down in place.
+        self.size = _take_rows(self._rows, self.size, through, at[order], *taken)
+        if len(self._rows) > _SHRINK * max(_MIN_ROWS, self.size):
+            # Most of the room is idle now (a burst is over): give it back.
+            self._rows = self._rows[: max(_MIN_ROWS, int(self.size * _GROWTH))].copy()
+            self._index = np.empty(max(2 * _MIN_ROWS, _pow2_at_least(int(len(self._rows) / _MAX_LOAD))), np.int32)
+        self._index.fill(_EMPTY)
+        _reindex(self._index, self._rows, self.size)
+        hashes = hashes[order]
+        if (hashes[1:] == hashes[:-1]).any():
+            # Equal hashes: by key, exactly, so the same flows always come out in the same order.
+            exact = np.lexsort((*taken.keys[::-1], hashes))
+            taken = FlowAggregate(taken.keys[:, exact], *(col[exact] for col in taken[1:]))
+        return taken
 
 
 def aggregate_packets(packets: Packets, eni_index: np.ndarray, window_ns: int) -> FlowAggregate:
@@ -212,13 +270,3 @@ def aggregate_packets(packets: Packets, eni_index: np.ndarray, window_ns: int) -
     table.add_packets(packets, eni_index, window_ns)
     return table.take(ALL_WINDOWS)
 
-
-def _in_hash_order(flows: FlowAggregate) -> FlowAggregate:
-    if flows.size < 2:
-        return flows
-    h = hash_rows(flows.keys)
-    order = np.argsort(h, kind="stable")
-    hs = h[order]
-    if (hs[1:] == hs[:-1]).any():
-        order = np.lexsort((*flows.keys[::-1], h))  # equal hashes: by key, exactly
-    return FlowAggregate(flows.keys[:, order], *(col[order] for col in flows[1:]))

@@ -41,7 +41,13 @@ def test_matches_reference_across_windows_and_enis() -> None:
 
 def test_close_order_is_exact_even_when_every_hash_collides(monkeypatch: pytest.MonkeyPatch) -> None:
     batches = _traffic(enis=3, flows=500, rate=10_000, duration=6)
-    monkeypatch.setattr(flow_table, "hash_rows", lambda keys: np.zeros(keys.shape[1], np.uint64))
+    closing_rows = flow_table._closing_rows
+
+    def colliding(*args: object) -> tuple[np.ndarray, np.ndarray]:
+        at, _hashes = closing_rows(*args)
+        return at, np.zeros(at.size, np.uint64)
+
+    monkeypatch.setattr(flow_table, "_closing_rows", colliding)
     assert _vectorised(batches) == reference.aggregate(batches, WINDOW_S)
     whole = concatenate([p for _, p in batches])
     flows = aggregate_packets(whole, whole.eni.astype(np.uint32), WINDOW_S * 10**9)
@@ -96,3 +102,18 @@ def test_flow_id_is_stable_across_eni_numbering() -> None:
     ids_b = FlowRecordBuilder(eni_ids[::-1], {}, WINDOW_S * 10**9).columns(renumbered)["flow_id"]
     np.testing.assert_array_equal(ids_a, ids_b)
     assert len(set(ids_a.tolist())) == flows.size
+
+
+def test_a_close_keeps_the_room_of_steady_traffic_and_gives_back_that_of_a_burst() -> None:
+    batches = _traffic(enis=2, flows=20_000, rate=200_000, duration=3 * WINDOW_S)
+    table = FlowTable()
+    for _, p in batches:
+        table.add_packets(p, p.eni.astype(np.uint32), WINDOW_S * 10**9)
+    first_window = int(batches[0][1].capture_time_ns.min()) // (WINDOW_S * 10**9)
+    held = table.nbytes
+    assert table.take(first_window).size > 0 and table.nbytes == held  # the next windows need the room again
+    assert table.take((1 << 48) - 1).size > 0 and table.size == 0  # then traffic stops
+    assert table.nbytes < held / 4
+    table.add_packets(batches[0][1], batches[0][1].eni.astype(np.uint32), WINDOW_S * 10**9)  # and comes back
+    again = aggregate_packets(batches[0][1], batches[0][1].eni.astype(np.uint32), WINDOW_S * 10**9)
+    assert all(np.array_equal(a, b) for a, b in zip(table.take((1 << 48) - 1), again))
