@@ -21,6 +21,7 @@ import pyarrow as pa
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from flowlogs.errors import StoreError, StoreLockedError
+from flowlogs.malloc import chdb_frees_soon
 from flowlogs.settings import Settings
 from pipeline import migrations
 from schemas import flow_record
@@ -71,6 +72,7 @@ class Store:
             path = self.settings.chdb_path
             path.mkdir(parents=True, exist_ok=True)
             self._take_ownership(path)
+            chdb_frees_soon()
             try:
                 self._client = clickhouse_connect.get_client(interface="chdb", path=str(path))
             except Exception as exc:  # chDB raises ProgrammingError/RuntimeError variants
