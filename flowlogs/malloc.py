@@ -10,8 +10,9 @@ start; it applies to arenas created afterwards.
 Memory a process frees stays in glibc's arenas (only the top of a heap is returned to the
 system on its own): idle after million-flow windows, the worker's RSS stayed ~0.8 GB above
 what it holds after a trim (1.55 vs 0.77 GB), the producer process's ~45 MB.
-:func:`release_free_memory` hands those pages back (``malloc_trim``), and what Arrow's
-allocator keeps (~35 MB more in the producer process).
+:func:`release_free_memory` hands those pages back (``malloc_trim``). Arrow allocates with
+malloc too (:func:`arrow_allocates_with_malloc`): its bundled mimalloc kept ~35 MB of its
+own in the producer process, out of reach of the trim, and raised its peak by ~25 MB.
 
 The embedded ClickHouse (chDB) brings its own jemalloc, built to give freed pages back
 over 5 s: a query that used 1 GB left the process 1.1 GB larger for a second and 0.6 GB
@@ -51,13 +52,9 @@ def limit_arenas(arenas: int) -> bool:
 
 
 def release_free_memory() -> bool:
-    """Return the memory Arrow's allocator keeps for reuse, then the free pages of every
-    malloc arena (glibc's ``malloc_trim(0)``; it holds each arena's lock while it walks it)
-    to the system. True if malloc released memory; False if it had none to give, or the C
-    library is not glibc."""
-    import pyarrow as pa  # here, not at the top: limit_arenas must run before imports start threads
-
-    pa.default_memory_pool().release_unused()
+    """Return the free pages of every malloc arena (glibc's ``malloc_trim(0)``; it holds
+    each arena's lock while it walks it) to the system. True if malloc released memory;
+    False if it had none to give, or the C library is not glibc."""
     try:
         malloc_trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
@@ -78,3 +75,12 @@ def chdb_frees_soon() -> bool:
         return False
     os.environ[_CHDB_ALLOCATOR_ENV] = f"{conf},{_CHDB_DECAY}" if conf else _CHDB_DECAY
     return True
+
+
+def arrow_allocates_with_malloc() -> None:
+    """Arrow's buffers from malloc (its system pool) instead of its bundled mimalloc, so what
+    they free is reused by the process's other allocations and given back by
+    :func:`release_free_memory` like the rest."""
+    import pyarrow as pa  # here, not at the top: limit_arenas must run before imports start threads
+
+    pa.set_memory_pool(pa.system_memory_pool())

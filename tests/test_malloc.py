@@ -53,7 +53,6 @@ def test_zero_leaves_glibcs_default() -> None:
 
 RELEASE_PROBE = r"""
 import ctypes, sys
-import pyarrow  # release_free_memory imports it: loaded first, so only the freed memory moves RSS
 from flowlogs.malloc import release_free_memory
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
@@ -85,3 +84,32 @@ def test_freed_heap_memory_is_given_back_to_the_system() -> None:
     assert before_kept > 150 and before > 150  # the freed 200 MB still count without a release
     assert not kept and after_kept > 150
     assert released and after < before - 150
+
+
+ARROW_PROBE = r"""
+import sys
+import pyarrow as pa
+from flowlogs.malloc import arrow_allocates_with_malloc, release_free_memory
+if sys.argv[1] == "malloc":
+    arrow_allocates_with_malloc()
+def rss_mb():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024
+pa.array(range(2_000_000))  # the conversion machinery, loaded once
+before = rss_mb()
+arrays = [pa.array(range(2_000_000)) for _ in range(10)]  # ~160 MB of Arrow buffers
+arrays = None
+release_free_memory()
+print(pa.default_memory_pool().backend_name, rss_mb() - before)
+"""
+
+
+def arrow_kept_mb(pool: str) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", ARROW_PROBE, pool], capture_output=True, text=True, timeout=60, check=True)
+    backend, kept = out.stdout.split()
+    return backend, int(kept)
+
+
+def test_arrow_buffers_come_from_malloc_and_go_back_with_it() -> None:
+    assert arrow_kept_mb("malloc") == ("system", pytest.approx(0, abs=30))
+    backend, kept = arrow_kept_mb("bundled")
+    assert backend != "system" and kept > 100  # what the bundled allocator kept, out of the trim's reach

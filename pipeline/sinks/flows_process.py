@@ -26,14 +26,16 @@ import orjson
 import pyarrow as pa
 
 from flowlogs.errors import FlowLogsError
-from flowlogs.malloc import limit_arenas, release_free_memory
+from flowlogs.malloc import arrow_allocates_with_malloc, limit_arenas, release_free_memory
 from flowlogs.settings import Settings
 from pipeline.sinks.topic import FlowRecordProducer, SinkError
 
 log = logging.getLogger(__name__)
 
 _ANSWER_GRACE_SECONDS = 30.0  # on top of the delivery timeout: rendering and IPC
-CHUNK_ROWS = 131_072
+# 32 k-row chunks instead of 131 k: over twelve writes of 250 k records the producer process
+# peaked at 223 instead of 264–283 MB, at the same 135–145 k records/s.
+CHUNK_ROWS = 32_768
 
 
 class FlowTopicSink:
@@ -101,6 +103,7 @@ class FlowTopicSink:
 def _serve(settings: Settings, conn: Connection) -> None:
     """The child: requests of (options, N Arrow IPC chunks) in, one JSON answer each out."""
     limit_arenas(settings.worker.malloc_arenas)
+    arrow_allocates_with_malloc()
     producer = FlowRecordProducer(settings)
     trim_every, trimmed_at = settings.worker.malloc_trim_seconds, time.monotonic()
     while True:
