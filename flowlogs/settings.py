@@ -79,6 +79,11 @@ class StoreSettings(_Section):
         description="rows written at once at most (whole closes; a bigger close goes alone): closes waiting"
         " beyond this wait for the next write, so a write's records never hold more in memory",
     )
+    merge_threads: int = Field(
+        1, ge=1, le=64,
+        description="embedded chDB: merges run at once (its background_pool_size); more took CPU from the worker"
+        " on 2 cores (pipeline/store.py merge_pool)",
+    )
     ttl_days: int = Field(15, ge=1, description="retention of raw flow rows")
     ttl_1m_days: int = Field(7, ge=1, description="retention of the 1-minute rollup")
     ttl_5m_days: int = Field(90, ge=1, description="retention of the 5-minute rollup")
@@ -132,8 +137,17 @@ class WorkerSettings(_Section):
     )
     prefetch_frames: int = Field(
         128, ge=1,
-        description="frames fetched ahead of the one being aggregated (Faust's stream buffer; a frame is up to"
-        " ~0.5 MB): more only costs memory, the Kafka client fetches ahead on its own",
+        description="frames queued ahead of the one being aggregated (Faust's stream buffer; a frame is up to"
+        " ~0.5 MB)",
+    )
+    poll_frames: int = Field(
+        500, ge=1,
+        description="frames one poll of the Kafka client hands over at most; they wait, whole, to enter the"
+        " stream buffer; the Kafka client fetches again once its last fetch is handed over (or 0.1 s later)",
+    )
+    fetch_partition_mb: int = Field(
+        16, ge=1, le=1024,
+        description="what one Kafka fetch asks for per partition (MB, compressed)",
     )
     malloc_arenas: int = Field(
         2, ge=0,

@@ -85,12 +85,12 @@ def create_app(
         broker_session_timeout=settings.kafka.session_timeout_seconds,
         broker_heartbeat_interval=settings.kafka.session_timeout_seconds / 4,
         broker_commit_livelock_soft_timeout=quiet_for,
-        consumer_max_fetch_size=16 * 1024 * 1024,
-        # A poll's frames wait whole while they trickle into the stream buffer: 32 instead of
-        # 500 took ~150 MB off the peak at 1 M flows per window, but starved the worker at
-        # 100 k (1.8 vs 2.1 M packets/s, 3 runs each; bench/worker.py).
-        broker_max_poll_records=500,
-        # Faust's default buffers 4096 events ahead: 4096 frames of 8192 packets is ~1.9 GB.
+        # The frames read but not yet counted: each partition's last fetch, the frames of the
+        # last poll and the stream buffer (Faust's default of 4096 frames alone is ~1.9 GB).
+        # Smaller than these defaults costs throughput where the worker waits for frames
+        # (docs/capacity.md has the trade, measured).
+        consumer_max_fetch_size=cfg.fetch_partition_mb * 1024 * 1024,
+        broker_max_poll_records=cfg.poll_frames,
         stream_buffer_maxsize=cfg.prefetch_frames,
         web_host=cfg.api_host,
         web_port=cfg.api_port,

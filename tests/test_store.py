@@ -81,3 +81,30 @@ def test_a_big_write_goes_in_slices_and_a_repeated_one_is_dropped_whole(tmp_path
         assert rows[0] == (table.num_rows, sum(table.column("packets").to_pylist()))
     finally:
         store.stop()
+
+
+def test_the_embedded_store_runs_one_merge_at_a_time_and_still_merges(tmp_path: Path) -> None:
+    store = Store(Settings(home=tmp_path, store={"merge_threads": 1}))
+    store.start()
+    try:
+        _, pool = store.query(
+            "SELECT name, value FROM system.server_settings"
+            " WHERE name IN ('background_pool_size', 'background_merges_mutations_concurrency_ratio') ORDER BY name"
+        )
+        assert pool == [("background_merges_mutations_concurrency_ratio", "1"), ("background_pool_size", "1")]
+        # Parts of two tables, so one merge must wait for the other: both still get merged.
+        for table in ("probe_a", "probe_b"):
+            store.command(f"CREATE TABLE {table} (n UInt64) ENGINE = MergeTree ORDER BY n")
+            for i in range(10):
+                store.command(f"INSERT INTO {table} VALUES ({i})")
+        parts_sql = "SELECT table, count() FROM system.parts WHERE active AND table LIKE 'probe_%' GROUP BY table ORDER BY table"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            parts = dict(store.query(parts_sql)[1])
+            if max(parts.values()) < 10:
+                break
+            time.sleep(0.2)
+        assert parts["probe_a"] < 10 and parts["probe_b"] < 10, parts
+        assert store.query("SELECT sum(n) FROM probe_a")[1] == [(45,)]
+    finally:
+        store.stop()

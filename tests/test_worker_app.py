@@ -1,0 +1,20 @@
+"""The worker's Faust application reads ahead of the flow tables only as far as its settings say."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from flowlogs.settings import Settings
+from pipeline.app import create_app
+
+
+def test_the_consumer_reads_ahead_as_far_as_the_worker_settings_say(tmp_path: Path) -> None:
+    settings = Settings(
+        home=tmp_path,
+        kafka={"bootstrap_servers": "127.0.0.1:9"},  # nothing connects while the app is only built
+        worker={"prefetch_frames": 8, "poll_frames": 16, "fetch_partition_mb": 2},
+    )
+    worker = SimpleNamespace(bind_consumer=lambda **_kw: None, bind_observer=lambda _observe: None)
+    app = create_app(settings, worker, store=SimpleNamespace(), rules=SimpleNamespace(), flow_logs=SimpleNamespace())  # type: ignore[arg-type]
+    assert app.conf.stream_buffer_maxsize == 8
+    assert app.conf.broker_max_poll_records == 16
+    assert app.conf.consumer_max_fetch_size == 2 * 1024 * 1024
