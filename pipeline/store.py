@@ -53,12 +53,12 @@ def merge_pool(threads: int) -> dict[str, str]:
     """chDB engine options that let ``threads`` merges run at once, and no more.
 
     chDB's default pool (2 threads on a 2-core machine, twice as many merges scheduled) ran
-    three merges at once beside the worker's own threads at 1 M flows per window. One at a time, the worker read
-    2.11–2.31 M packets/s at 100 k flows per window against 1.88–2.08 M (three runs each,
-    alternating; bench/worker.py) with the same peak memory and throughput at 1 M flows,
-    where parts still merged as fast as they came (at most 42 active). With one task per
-    thread no merge is ever shortened to leave room for others: ClickHouse lowers the size
-    of a merge only while two or more are scheduled."""
+    three merges at once beside the worker's own threads at 1 M flows per window. One at a
+    time, the worker read 2.11–2.31 M packets/s at 100 k flows per window against 1.88–2.08 M
+    (three runs each, alternating; bench/worker.py), with the same peak memory and rate at
+    1 M flows, where parts still merged as fast as they came (42 active at most). With one
+    task per thread no merge is ever shortened to leave room for others: ClickHouse lowers
+    the size of a merge only while two or more are scheduled."""
     return {"background_pool_size": str(threads), "background_merges_mutations_concurrency_ratio": "1"}
 
 

@@ -97,7 +97,9 @@ def test_the_embedded_store_runs_one_merge_at_a_time_and_still_merges(tmp_path: 
             store.command(f"CREATE TABLE {table} (n UInt64) ENGINE = MergeTree ORDER BY n")
             for i in range(10):
                 store.command(f"INSERT INTO {table} VALUES ({i})")
-        parts_sql = "SELECT table, count() FROM system.parts WHERE active AND table LIKE 'probe_%' GROUP BY table ORDER BY table"
+        parts_sql = (
+            "SELECT table, count() FROM system.parts WHERE active AND table LIKE 'probe_%' GROUP BY table ORDER BY table"
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             parts = dict(store.query(parts_sql)[1])

@@ -14,7 +14,8 @@ def test_the_consumer_reads_ahead_as_far_as_the_worker_settings_say(tmp_path: Pa
         worker={"prefetch_frames": 8, "poll_frames": 16, "fetch_partition_mb": 2},
     )
     worker = SimpleNamespace(bind_consumer=lambda **_kw: None, bind_observer=lambda _observe: None)
-    app = create_app(settings, worker, store=SimpleNamespace(), rules=SimpleNamespace(), flow_logs=SimpleNamespace())  # type: ignore[arg-type]
+    stub = SimpleNamespace()  # store, rules and flow logs are only referred to until the app runs
+    app = create_app(settings, worker, store=stub, rules=stub, flow_logs=stub)  # type: ignore[arg-type]
     assert app.conf.stream_buffer_maxsize == 8
     assert app.conf.broker_max_poll_records == 16
     assert app.conf.consumer_max_fetch_size == 2 * 1024 * 1024
