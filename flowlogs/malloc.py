@@ -1,4 +1,4 @@
-"""glibc malloc arenas for the long-running processes, and giving freed memory back.
+"""How the long-running processes allocate: glibc arenas, Arrow on malloc, chDB's jemalloc decay, and trims.
 
 glibc gives threads their own malloc arenas, up to eight per core. The worker runs many
 threads (chDB's insert and merge pools, the Kafka clients, Python's to_thread pool), and
