@@ -1,4 +1,4 @@
-"""How the long-running processes allocate: glibc arenas, Arrow on malloc, chDB's jemalloc decay, and trims.
+"""How the long-running processes allocate: glibc arenas and mmap threshold, Arrow on malloc, chDB's jemalloc decay, and trims.
 
 glibc gives threads their own malloc arenas, up to eight per core. The worker runs many
 threads (chDB's insert and merge pools, the Kafka clients, Python's to_thread pool), and
@@ -6,6 +6,17 @@ memory freed in one arena is not reused by a thread allocating in another: at 1 
 per window the worker held ~300 MB more at its peak with the default than with two arenas
 (bench/worker.py), for no measurable throughput. The cap must be set before the threads
 start; it applies to arenas created afterwards.
+
+glibc serves a large block (≥ 128 kB at first) with a mapping of its own, unmapped when it
+is freed; but each time such a block is freed, glibc raises that threshold to its size (up
+to 32 MB) and serves blocks up to it from its arenas from then on. After the first close,
+the worker's column temporaries (8 MB per column at a million flows) went into the arenas,
+where a freed block is only reusable, not given back, and where they fragment them. A fixed
+threshold (:func:`fix_mmap_threshold`, 1 MB by default: ``worker.malloc_mmap_threshold_kb``)
+keeps every block ≥ 1 MB in its own mapping: at 1 M flows per window the worker's peak fell
+by 140–220 MB and the producer process's by ~20 MB (bench/worker.py, alternating runs),
+with the same packet rates at 100 k and 1 M flows. Frames and per-frame temporaries stay
+below it.
 
 Memory a process frees stays in glibc's arenas (only the top of a heap is returned to the
 system on its own): idle after million-flow windows, the worker's RSS stayed ~0.8 GB above
@@ -32,23 +43,33 @@ import sys
 
 log = logging.getLogger(__name__)
 
-_M_ARENA_MAX = -8  # <malloc.h>
+_M_MMAP_THRESHOLD = -3  # <malloc.h>
+_M_ARENA_MAX = -8
 _CHDB_ALLOCATOR_ENV = "JE_MALLOC_CONF"  # read by chDB's jemalloc when chDB loads
 _CHDB_DECAY = "dirty_decay_ms:200"
+
+
+def _mallopt(option: int, value: int) -> bool:
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        log.debug("no mallopt in this C library: malloc option %d left as it is", option)
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(option, value))
 
 
 def limit_arenas(arenas: int) -> bool:
     """Let glibc's malloc use at most ``arenas`` arenas from now on (0: leave glibc's default).
     False where the C library is not glibc (musl has one arena anyway) or refused it."""
-    if arenas <= 0:
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        log.debug("no mallopt in this C library: malloc arenas left as they are")
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_ARENA_MAX, arenas))
+    return arenas > 0 and _mallopt(_M_ARENA_MAX, arenas)
+
+
+def fix_mmap_threshold(nbytes: int) -> bool:
+    """Serve every malloc of ``nbytes`` or more with a mapping of its own, given back to the
+    system when freed, from now on (0: leave glibc's threshold, which rises with the blocks
+    freed). False where the C library is not glibc or refused it."""
+    return nbytes > 0 and _mallopt(_M_MMAP_THRESHOLD, nbytes)
 
 
 def release_free_memory() -> bool:
@@ -84,3 +105,12 @@ def arrow_allocates_with_malloc() -> None:
     import pyarrow as pa  # here, not at the top: limit_arenas must run before imports start threads
 
     pa.set_memory_pool(pa.system_memory_pool())
+
+
+def configure_allocators(arenas: int, mmap_threshold: int) -> None:
+    """A long-running process's allocators (the worker's, its producer process's): at most
+    ``arenas`` glibc arenas, blocks ≥ ``mmap_threshold`` bytes mapped on their own, Arrow
+    on malloc. First thing in the process: the arena cap applies to arenas made after it."""
+    limit_arenas(arenas)
+    fix_mmap_threshold(mmap_threshold)
+    arrow_allocates_with_malloc()

@@ -154,6 +154,12 @@ class WorkerSettings(_Section):
         description="glibc malloc arenas of the worker and its producer process (0: glibc's default, 8 per core);"
         " with one per thread, memory freed by one thread is not reused by another (flowlogs/malloc.py)",
     )
+    malloc_mmap_threshold_kb: int = Field(
+        1024, ge=0, le=32 * 1024,
+        description="glibc malloc serves blocks of this size or more with a mapping of their own, unmapped when"
+        " freed (0: glibc's default, a threshold that rises to the largest block freed, up to 32 MB, after which"
+        " such blocks stay in the arenas; flowlogs/malloc.py)",
+    )
     malloc_trim_seconds: float = Field(
         10.0, ge=0,
         description="after a write, give memory freed since to the system if the last time was this long ago"

@@ -7,7 +7,7 @@ import logging
 import faust
 
 from flowlogs.kafka import ensure_topics
-from flowlogs.malloc import arrow_allocates_with_malloc, limit_arenas
+from flowlogs.malloc import configure_allocators
 from flowlogs.settings import Settings
 from pipeline.app import create_app
 from pipeline.close_log import CloseLog
@@ -31,8 +31,8 @@ def api_url(settings: Settings) -> str:
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run until SIGINT/SIGTERM; open windows are written and committed before exit."""
-    limit_arenas(settings.worker.malloc_arenas)  # before chDB's and the Kafka clients' threads start
-    arrow_allocates_with_malloc()
+    # Before chDB's and the Kafka clients' threads start.
+    configure_allocators(settings.worker.malloc_arenas, settings.worker.malloc_mmap_threshold_kb * 1024)
     inventory = load_inventory(settings.worker.inventory) if settings.worker.inventory else Inventory()
     ensure_topics(settings)
     store = open_store(settings, api_url(settings))

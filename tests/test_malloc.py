@@ -51,15 +51,19 @@ def test_zero_leaves_glibcs_default() -> None:
     assert not applied and count > 2  # main arena + one per thread, up to 8 per core
 
 
-RELEASE_PROBE = r"""
+# malloc and free from ctypes, and the probe's RSS.
+LIBC = r"""
 import ctypes, sys
-from flowlogs.malloc import release_free_memory
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = (ctypes.c_void_p,)
 def rss_mb():
     with open("/proc/self/status") as fh:
         return int(next(line for line in fh if line.startswith("VmRSS:")).split()[1]) / 1024
+"""
+
+RELEASE_PROBE = LIBC + r"""
+from flowlogs.malloc import release_free_memory
 chunks = [libc.malloc(64 * 1024) for _ in range(3200)]  # 200 MB below the mmap threshold: heap memory
 for c in chunks:
     ctypes.memset(c, 1, 64 * 1024)
@@ -113,3 +117,32 @@ def test_arrow_buffers_come_from_malloc_and_go_back_with_it() -> None:
     assert arrow_kept_mb("malloc") == ("system", pytest.approx(0, abs=30))
     backend, kept = arrow_kept_mb("bundled")
     assert backend != "system" and kept > 100  # what the bundled allocator kept, out of the trim's reach
+
+
+THRESHOLD_PROBE = LIBC + r"""
+from flowlogs.malloc import fix_mmap_threshold
+print(fix_mmap_threshold(int(sys.argv[1])), file=sys.stderr)
+libc.free(libc.malloc(16 << 20))  # a 16 MB block freed: glibc's own threshold rises to 16 MB
+blocks = [libc.malloc(4 << 20) for _ in range(50)]  # 200 MB of 4 MB blocks, like a close's columns
+for b in blocks:
+    ctypes.memset(b, 1, 4 << 20)
+keep = libc.malloc(64 * 1024)  # allocated after them: a heap's top stays in use
+for b in blocks:
+    libc.free(b)
+print(rss_mb())
+"""
+
+
+def rss_after_freeing_4mb_blocks(threshold: int) -> tuple[bool, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", THRESHOLD_PROBE, str(threshold)], capture_output=True, text=True, timeout=60, check=True
+    )
+    return out.stderr.strip() == "True", float(out.stdout)
+
+
+def test_blocks_above_a_fixed_mmap_threshold_leave_when_freed() -> None:
+    applied, fixed_rss = rss_after_freeing_4mb_blocks(1 << 20)
+    kept_default, default_rss = rss_after_freeing_4mb_blocks(0)
+    assert applied and not kept_default
+    # glibc's rising threshold put the blocks in an arena, where freeing them keeps them mapped.
+    assert default_rss > fixed_rss + 150

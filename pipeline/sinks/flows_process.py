@@ -26,7 +26,7 @@ import orjson
 import pyarrow as pa
 
 from flowlogs.errors import FlowLogsError
-from flowlogs.malloc import arrow_allocates_with_malloc, limit_arenas, release_free_memory
+from flowlogs.malloc import configure_allocators, release_free_memory
 from flowlogs.settings import Settings
 from pipeline.sinks.topic import FlowRecordProducer, SinkError
 
@@ -102,8 +102,7 @@ class FlowTopicSink:
 
 def _serve(settings: Settings, conn: Connection) -> None:
     """The child: requests of (options, N Arrow IPC chunks) in, one JSON answer each out."""
-    limit_arenas(settings.worker.malloc_arenas)
-    arrow_allocates_with_malloc()
+    configure_allocators(settings.worker.malloc_arenas, settings.worker.malloc_mmap_threshold_kb * 1024)
     producer = FlowRecordProducer(settings)
     trim_every, trimmed_at = settings.worker.malloc_trim_seconds, time.monotonic()
     while True:
