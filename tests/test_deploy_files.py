@@ -32,6 +32,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from pydantic import BaseModel
 
 from flowlogs.cli import build_parser
@@ -617,7 +619,24 @@ def test_image_holds_the_console_script_and_every_package() -> None:
     # The build context is an allow-list: a package added to pyproject.toml must be let in too.
     allowed = set(re.findall(r"^!(\S+)$", (COMPOSE / "Dockerfile.dockerignore").read_text(), re.MULTILINE))
     needed = {name.split(".")[0] for name in project["tool"]["setuptools"]["packages"]} | {"pyproject.toml", "README.md"}
-    assert needed <= allowed, needed - allowed
+    needed |= set(re.findall(r"pip install .*-c (\S+)", (COMPOSE / "Dockerfile").read_text()))
+    assert "constraints.txt" in needed and needed <= allowed, needed - allowed
+
+
+def test_constraints_pin_every_dependency_within_its_range() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    wanted += [Requirement(r) for extra in ("test", "tansu") for r in project["optional-dependencies"][extra]]
+    pinned = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not name==version"
+            pinned[canonicalize_name(name)] = version
+    for requirement in wanted:
+        version = pinned.get(canonicalize_name(requirement.name))
+        assert version is not None, f"{requirement.name} is not pinned in constraints.txt"
+        assert requirement.specifier.contains(version), f"constraints.txt pins {requirement.name} {version}, outside {requirement}"
 
 
 # ---------------------------------------------------------------------------------------------
