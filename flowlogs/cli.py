@@ -410,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--flows", type=int, default=5000)
     u.add_argument("--window", type=int, default=10, help="window length for the demo, seconds")
     u.add_argument("--scenario", action="append", default=[], choices=SCENARIOS, help="plant traffic that raises alarms; repeat for several")
+    u.add_argument(
+        "--rules", type=Path, metavar="FILE",
+        help="security groups and ACLs in force (default: a demo set for the synthetic layout, flowlogs/up.py demo_rules)",
+    )
     u.set_defaults(func=cmd_up)
 
     q = sub.add_parser("query", help="run SQL against the flow store")

@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 import urllib.error
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -24,6 +25,8 @@ from flowlogs.output import print_table
 from flowlogs.settings import Settings
 from pipeline import reports
 from pipeline.process import WorkerProcess
+from schemas.inventory import Inventory
+from schemas.rules import RuleSet, load_rules, parse_rules
 
 console = Console()
 
@@ -67,10 +70,13 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
     try:
         ensure_topics(settings)
         seed = 1
+        layout = synthetic_inventory(args.enis, seed)
         inventory = home / "synthetic-inventory.yaml"
-        synthetic_inventory(args.enis, seed).dump(inventory)
+        layout.dump(inventory)
+        rules = _rules_in_force(args.rules, layout, home)
         settings = settings.with_section(
-            "worker", window_seconds=args.window, api_port=free_port(), inventory=inventory.resolve(), idle_close_seconds=3
+            "worker", window_seconds=args.window, api_port=free_port(), inventory=inventory.resolve(), idle_close_seconds=3,
+            rules=rules.resolve(),
         )
         planted = tuple(args.scenario)
         if planted:
@@ -126,6 +132,8 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
         console.print()
         columns, rows = worker.query(reports.top_talkers(10, since))
         print_table(columns, rows, title="Top talkers (bytes)")
+        v_cols, v_rows = worker.query(reports.top_talkers(10, since, by=VERDICT_COLUMNS, metric="packets"))
+        print_table(v_cols, v_rows, title=f"Verdicts by deciding rule (packets; rule set {rules.name})")
         t_cols, t_rows = worker.query(reports.totals(since))
         totals = dict(zip(t_cols, t_rows[0]))
         if planted:
@@ -145,9 +153,70 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
             broker.stop()
 
 
+VERDICT_COLUMNS = ("action", "rule_layer", "rule_id")
 ALERTS_SQL = (
     "SELECT detector, severity, state, updates, source, target, summary FROM alerts FINAL ORDER BY first_seen, detector, source"
 )
+
+
+def _rules_in_force(path: Path | None, layout: Inventory, home: Path) -> Path:
+    """The rule set file the worker starts with: ``path`` once it validates (a bad file
+    stops `up` here, naming file, line and field), else :func:`demo_rules` written to ``home``."""
+    if path is not None:
+        load_rules(path)
+        return path
+    demo = home / "synthetic-rules.json"
+    demo.write_bytes(demo_rules(layout).to_json_bytes())
+    return demo
+
+
+def demo_rules(layout: Inventory) -> RuleSet:
+    """Security groups and a network ACL for the synthetic layout, so the demo's records carry
+    both verdicts and the rules that decided them. The first subnet is a web tier, open to
+    the world on 80 and 443; the second a data tier whose database and queue ports answer
+    its VPC only; both answer pings. Both reach anywhere out (the synthetic ENIs are clients of public
+    services: requests out, replies in), except the address ranges of an ``untrusted`` set,
+    which the subnets' ACL refuses both ways. Rejects stay few and spread over many peers,
+    as in a real VPC: a block per port would make every client a "scanner" of that port."""
+    anywhere, vpc = "0.0.0.0/0", str(layout.vpcs[0].cidr)
+    untrusted = {"address_set": "untrusted"}
+
+    def ingress(tier: str, ports: tuple[str, ...], source: str) -> list[dict[str, str]]:
+        ping = {"id": f"{tier}-in-ping", "action": "ACCEPT", "protocol": "icmp", "source": anywhere}
+        return [
+            *({"id": f"{tier}-in-{port}", "action": "ACCEPT", "protocol": "tcp", "ports": port, "source": source} for port in ports),
+            ping,
+        ]
+
+    def egress(tier: str) -> list[dict[str, str]]:
+        return [{"id": f"{tier}-out-all", "action": "ACCEPT", "protocol": "all", "destination": anywhere}]
+
+    web = layout.subnets[0].id
+    return parse_rules(
+        {
+            "address_sets": [{"id": "untrusted", "cidrs": ["45.0.0.0/8", "185.0.0.0/8"]}],
+            "security_groups": [
+                {"id": "sg-web", "ingress": ingress("web", ("80", "443"), anywhere), "egress": egress("web")},
+                {"id": "sg-data", "ingress": ingress("data", ("5432", "6379", "9092"), vpc), "egress": egress("data")},
+            ],
+            "bindings": [
+                {"eni": e.id, "security_groups": ["sg-web" if e.subnet == web else "sg-data"]} for e in layout.enis
+            ],
+            "network_acls": [{
+                "id": "acl-edge",
+                "subnets": [s.id for s in layout.subnets],
+                "inbound": [
+                    {"id": "edge-in-untrusted", "action": "DROP", "protocol": "all", "source": untrusted},
+                    {"id": "edge-in", "action": "ACCEPT", "protocol": "all", "source": anywhere},
+                ],
+                "outbound": [
+                    {"id": "edge-out-untrusted", "action": "DROP", "protocol": "all", "destination": untrusted},
+                    {"id": "edge-out", "action": "ACCEPT", "protocol": "all", "destination": anywhere},
+                ],
+            }],
+        },
+        "the demo rule set of `flowlogs up`",
+    )
 
 
 def _demo_detection(settings: Settings, planted: tuple[str, ...], args: argparse.Namespace, seed: int) -> Settings:

@@ -193,6 +193,10 @@ def test_flowlogs_up_shows_flows_and_top_talkers(settings_factory, tmp_path: Pat
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Top talkers" in proc.stdout
+    # The demo rule set was in force: records of both verdicts, named by their deciding rules.
+    verdicts = proc.stdout[proc.stdout.index("Verdicts by deciding rule") :]
+    assert "synthetic-rules.json" in verdicts
+    assert all(word in verdicts for word in ("ACCEPT", "REJECT", "web-out-all", "edge-out-untrusted")), verdicts
     m = re.search(r"this run: sent ([\d,]+) packets / ([\d,]+) bytes; stored ([\d,]+) packets / ([\d,]+) bytes", proc.stdout)
     assert m, proc.stdout
     sent_packets, sent_bytes, stored_packets, stored_bytes = (int(g.replace(",", "")) for g in m.groups())
