@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from confluent_kafka import Consumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -56,9 +57,10 @@ from agents.source import PacketBatch  # noqa: E402
 from agents.synthetic import SyntheticConfig, SyntheticTraffic, synthetic_inventory  # noqa: E402
 from bench import verdicts as verdicts_bench  # noqa: E402
 from bench._common import broker, fresh_settings, machine  # noqa: E402
-from flowlogs.kafka import ensure_topics  # noqa: E402
+from flowlogs.kafka import client_config, ensure_topics  # noqa: E402
 from flowlogs.settings import Settings  # noqa: E402
 from pipeline.process import WorkerProcess  # noqa: E402
+from schemas import topics  # noqa: E402
 
 ENIS = 16
 SEED = 42
@@ -206,8 +208,28 @@ def preload(settings: Settings, flows: int, args: argparse.Namespace) -> tuple[i
         publisher.publish(batch)
     publisher.stop()
     seconds = time.monotonic() - t0
-    log(f"  pre-loaded {publisher.stats.packets:,} packets in {publisher.stats.frames:,} frames ({seconds:.1f} s)")
-    return publisher.stats.packets, seconds
+    stats = publisher.stats
+    log(f"  pre-loaded {stats.packets:,} packets in {stats.frames:,} frames ({seconds:.1f} s)")
+    # What the worker must read, checked before it starts: else a frame lost on the way makes
+    # the phase wait for packets that will never come.
+    held = frames_held(settings)
+    if stats.delivered_frames != stats.frames or stats.dropped_packets or held != stats.delivered_frames:
+        raise SystemExit(
+            f"pre-load incomplete: {stats.frames} frames produced, {stats.delivered_frames} acknowledged by Kafka,"
+            f" {stats.failed_frames} refused, {stats.dropped_packets} packets dropped; the frames topic holds {held}"
+        )
+    return stats.packets, seconds
+
+
+def frames_held(settings: Settings) -> int:
+    """Messages in the (fresh) frames topic: the sum of its partitions' high watermarks."""
+    topic = settings.topic(topics.FRAMES.suffix)
+    consumer = Consumer(client_config(settings, **{"group.id": f"{settings.worker.app_id}-bench-count"}))
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in partitions)
+    finally:
+        consumer.close()
 
 
 def verdict_files(home: Path, seed: int) -> dict[str, str]:
