@@ -18,8 +18,8 @@ produces the same rows under the same name and the store keeps only one copy; af
 last recorded close, windows close by watermark and idleness again.
 
 Loss is marked, never hidden: an agent's drop report (``dropped_packets`` in a frame
-header) or a gap in an agent's per-ENI frame sequence marks the ENI's windows it covers
-as skipped; their records get log-status SKIPDATA, and a window that has no flows for
+header) or a gap in an agent's per-ENI frame sequence (a run's first frames too, when the
+partition is read from its first message) marks the ENI's windows it covers as skipped; their records get log-status SKIPDATA, and a window that has no flows for
 that ENI gets one record that says so. Every frame says its agent watched its ENIs over
 its time range (a heartbeat frame says only that): an ENI window watched with no traffic
 gets one NODATA record. A frame seen twice (a producer retry) is counted once.
@@ -105,6 +105,9 @@ class PartitionWindows:
         self._skipped: set[int] = set()  # window_eni_codes
         self._observed: set[int] = set()  # window_eni_codes the agents watched (open windows only)
         self.consumed_offset = -1  # offset of the last message added
+        # Read from the partition's first message on (offset 0: nothing deleted, nothing
+        # skipped): every agent run's frames are then all seen, its first one included.
+        self._from_start = False
         self._replay: deque[CloseEvent] = deque()  # recorded closes still to repeat
 
     def resume(self, closed_through: int, replay: list[CloseEvent]) -> None:
@@ -141,7 +144,10 @@ class PartitionWindows:
     def _check_sequence(self, decoded: Frame, enis: np.ndarray, stats: WindowStats) -> tuple[bool, int]:
         """(duplicate?, newest window a gap marked, or -1)."""
         key = (decoded.agent_id, decoded.agent_start_ns, int(enis[0]))
-        expected, seen_ns = self._sequences.get(key, (decoded.sequence, decoded.first_time_ns))
+        # A run's first frame seen is its first frame, unless this partition was read from
+        # part-way (a committed offset, retention): then it is where the reading started.
+        first_expected = 0 if self._from_start else decoded.sequence
+        expected, seen_ns = self._sequences.get(key, (first_expected, decoded.first_time_ns))
         if decoded.sequence < expected:
             missing = self._missing.get(key)
             if missing is None or decoded.sequence not in missing:
@@ -175,6 +181,8 @@ class PartitionWindows:
     def add(self, decoded: Frame, enis: np.ndarray, eni_index: np.ndarray, message: Any, stats: WindowStats) -> None:
         """Take one frame; ``enis`` maps its ENI table, ``eni_index`` its packets, to ENI indices."""
         self.last_arrival = time.monotonic()
+        if self.consumed_offset < 0:
+            self._from_start = int(message.offset) == 0
         self.consumed_offset = max(self.consumed_offset, int(message.offset))
         duplicate, newest = self._check_sequence(decoded, enis, stats)
         if decoded.dropped_packets and not duplicate:

@@ -2,9 +2,11 @@
 acknowledgement only when every window they fed has closed."""
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from pipeline.window import FlowWindows
 from schemas import flow_record, frame
@@ -20,6 +22,14 @@ class Msg:
 
 
 _SEQUENCE = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _each_test_is_a_new_agent_run() -> Iterator[None]:
+    """Frames without an explicit sequence number count from 0 in each test, as an agent's run does."""
+    global _SEQUENCE
+    _SEQUENCE = itertools.count()
+    yield
 
 
 def _frame(times_s: list[float], eni: str = "eni-a", *, sequence: int | None = None, dropped: tuple[int, float, float] | None = None) -> frame.Frame:
@@ -155,6 +165,19 @@ def test_a_sequence_gap_marks_skipdata_and_a_repeated_frame_counts_once() -> Non
     }
     assert w.stats.lost_frames == 2 and w.stats.duplicate_frames == 1
     assert [m.offset for c in closed for m in c.messages] == [0, 1, 2, 3]  # all acknowledged
+
+
+def test_a_runs_lost_first_frames_are_a_gap_when_the_partition_is_read_from_its_start() -> None:
+    # From offset 0 every frame of the agent's run is in view: its first one here is its third.
+    w = _windows()
+    w.add(0, _frame([1], sequence=2), Msg(b"", 0))
+    assert _statuses(w.close_partitions()) == {(0, "eni-a", "SKIPDATA"): (1, 1)}
+    assert w.stats.lost_frames == 2
+    # Read from part-way (a committed offset, retention), the earlier frames are simply behind.
+    w = _windows()
+    w.add(0, _frame([1], sequence=2), Msg(b"", 7))
+    assert _statuses(w.close_partitions()) == {(0, "eni-a", "OK"): (1, 1)}
+    assert w.stats.lost_frames == 0
 
 
 def test_a_frame_that_comes_after_a_later_one_is_counted_not_taken_for_a_repeat() -> None:
