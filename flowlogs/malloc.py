@@ -14,7 +14,7 @@ the worker's column temporaries (8 MB per column at a million flows) went into t
 where a freed block is only reusable, not given back, and where they fragment them. A fixed
 threshold (:func:`fix_mmap_threshold`, 1 MB by default: ``worker.malloc_mmap_threshold_kb``)
 keeps every block ≥ 1 MB in its own mapping: at 1 M flows per window the worker's peak fell
-by 140–220 MB and the producer process's by ~20 MB (bench/worker.py, alternating runs),
+by 110–220 MB and the producer process's by ~20 MB (bench/worker.py, four alternating pairs),
 with the same packet rates at 100 k and 1 M flows. Frames and per-frame temporaries stay
 below it.
 

@@ -174,10 +174,11 @@ def demo_rules(layout: Inventory) -> RuleSet:
     """Security groups and a network ACL for the synthetic layout, so the demo's records carry
     both verdicts and the rules that decided them. The first subnet is a web tier, open to
     the world on 80 and 443; the second a data tier whose database and queue ports answer
-    its VPC only; both answer pings. Both reach anywhere out (the synthetic ENIs are clients of public
-    services: requests out, replies in), except the address ranges of an ``untrusted`` set,
-    which the subnets' ACL refuses both ways. Rejects stay few and spread over many peers,
-    as in a real VPC: a block per port would make every client a "scanner" of that port."""
+    its VPC only; both answer pings. Both reach anywhere out (the synthetic ENIs are clients
+    of public services: requests out, replies in), except the address ranges of an
+    ``untrusted`` set, which the subnets' ACL refuses both ways. Rejects stay few and spread
+    over many peers, as in a real VPC: a block per port would make every client a "scanner"
+    of that port."""
     anywhere, vpc = "0.0.0.0/0", str(layout.vpcs[0].cidr)
     untrusted = {"address_set": "untrusted"}
 
