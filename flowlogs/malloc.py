@@ -40,6 +40,10 @@ import ctypes
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flowlogs.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +111,11 @@ def arrow_allocates_with_malloc() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
-def configure_allocators(arenas: int, mmap_threshold: int) -> None:
+def configure_allocators(worker: WorkerSettings) -> None:
     """A long-running process's allocators (the worker's, its producer process's): at most
-    ``arenas`` glibc arenas, blocks ≥ ``mmap_threshold`` bytes mapped on their own, Arrow
-    on malloc. First thing in the process: the arena cap applies to arenas made after it."""
-    limit_arenas(arenas)
-    fix_mmap_threshold(mmap_threshold)
+    ``worker.malloc_arenas`` glibc arenas, blocks ≥ ``worker.malloc_mmap_threshold_kb``
+    mapped on their own, Arrow on malloc. First thing in the process: the arena cap applies
+    to arenas made after it."""
+    limit_arenas(worker.malloc_arenas)
+    fix_mmap_threshold(worker.malloc_mmap_threshold_kb * 1024)
     arrow_allocates_with_malloc()

@@ -32,7 +32,7 @@ def api_url(settings: Settings) -> str:
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run until SIGINT/SIGTERM; open windows are written and committed before exit."""
     # Before chDB's and the Kafka clients' threads start.
-    configure_allocators(settings.worker.malloc_arenas, settings.worker.malloc_mmap_threshold_kb * 1024)
+    configure_allocators(settings.worker)
     inventory = load_inventory(settings.worker.inventory) if settings.worker.inventory else Inventory()
     ensure_topics(settings)
     store = open_store(settings, api_url(settings))

@@ -19,8 +19,9 @@ last recorded close, windows close by watermark and idleness again.
 
 Loss is marked, never hidden: an agent's drop report (``dropped_packets`` in a frame
 header) or a gap in an agent's per-ENI frame sequence (a run's first frames too, when the
-partition is read from its first message) marks the ENI's windows it covers as skipped; their records get log-status SKIPDATA, and a window that has no flows for
-that ENI gets one record that says so. Every frame says its agent watched its ENIs over
+partition is read from its first message) marks the ENI's windows it covers as skipped;
+their records get log-status SKIPDATA, and a window that has no flows for that ENI gets
+one record that says so. Every frame says its agent watched its ENIs over
 its time range (a heartbeat frame says only that): an ENI window watched with no traffic
 gets one NODATA record. A frame seen twice (a producer retry) is counted once.
 """

@@ -102,7 +102,7 @@ class FlowTopicSink:
 
 def _serve(settings: Settings, conn: Connection) -> None:
     """The child: requests of (options, N Arrow IPC chunks) in, one JSON answer each out."""
-    configure_allocators(settings.worker.malloc_arenas, settings.worker.malloc_mmap_threshold_kb * 1024)
+    configure_allocators(settings.worker)
     producer = FlowRecordProducer(settings)
     trim_every, trimmed_at = settings.worker.malloc_trim_seconds, time.monotonic()
     while True:
