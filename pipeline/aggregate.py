@@ -31,8 +31,8 @@ class FlowAggregate(NamedTuple):
     keys: np.ndarray
     packets: np.ndarray  # uint64
     bytes: np.ndarray  # uint64
-    first_ns: np.ndarray  # uint64
-    last_ns: np.ndarray  # uint64
+    start: np.ndarray  # uint32, Unix second of the first packet
+    end: np.ndarray  # uint32, Unix second of the last packet
     tcp_flags: np.ndarray  # uint8
 
     @property
@@ -79,7 +79,7 @@ def markers(window: np.ndarray, eni: np.ndarray, window_ns: int) -> FlowAggregat
     keys = np.zeros((KEY_WIDTH, n), np.uint64)
     keys[4] = eni.astype(np.uint64) << _ENI_SHIFT
     keys[5] = window.astype(np.uint64) << _WINDOW_SHIFT
-    start = window.astype(np.uint64) * np.uint64(window_ns)
+    start = (window.astype(np.uint64) * np.uint64(window_ns) // np.uint64(1_000_000_000)).astype(np.uint32)
     zeros = np.zeros(n, np.uint64)
     return FlowAggregate(keys, zeros, zeros.copy(), start, start.copy(), np.zeros(n, np.uint8))
 
