@@ -256,7 +256,7 @@ class DetectSettings(DetectorSettings):
     quiet_seconds: float = Field(600, gt=0, description="an alert not raised again for this long is closed")
     max_scan_contacts: int = Field(
         2_000_000, ge=1000,
-        description="contacts the scan detector remembers (40–120 bytes each with their groups' tallies); beyond, the ones seen longest ago are forgotten",
+        description="contacts the scan detector remembers (34–98 bytes each with their groups' tallies); beyond, the ones seen longest ago are forgotten",
     )
     overrides: dict[str, dict[str, dict[str, Any]]] = Field(
         {},

@@ -25,7 +25,7 @@ first and last seen), sorted by group. A batch is merged in by binary search and
 changes are applied to the tallies as deltas, as are the contacts forgotten, so the work
 per batch follows the batch, not the state: no sort of the state, ever. A group's first
 seen is that of its earliest contact since the group last had none. The state holds at
-most ``detect.max_scan_contacts`` contacts (~40 bytes each, plus up to ~80 bytes of
+most ``detect.max_scan_contacts`` contacts (34 bytes each, plus up to 64 bytes of
 tallies); beyond, those seen longest ago are forgotten first (counted in ``evicted``; a
 warning says so), like the memcap of Snort's port-scan tracker.
 """
@@ -49,7 +49,7 @@ _EVICTION_WARNING_SECONDS = 60.0
 # The per-contact state, one array each, aligned, sorted by contact.
 _STATE_TYPES = {
     "contact": np.uint64, "address_group": np.uint64, "port_group": np.uint64, "vpc": np.int32,
-    "answered": np.bool_, "failed": np.bool_, "last": np.int64,
+    "answered": np.bool_, "failed": np.bool_, "last": np.uint32,  # times: Unix seconds
 }
 _GROUP_OF = {"address_scan": "address_group", "port_scan": "port_group"}
 _NEVER = np.iinfo(np.int64).max
@@ -125,8 +125,8 @@ class _GroupTally:
         self.group = np.empty(0, np.uint64)
         self.vpc = np.empty(0, np.int32)
         self.counts = {name: np.empty(0, np.int32) for name in ("distinct", "full", "answered")}
-        self.first = np.empty(0, np.int64)
-        self.last = np.empty(0, np.int64)
+        self.first = np.empty(0, np.uint32)  # Unix seconds
+        self.last = np.empty(0, np.uint32)
 
     def apply(self, group: np.ndarray, vpc: np.ndarray, deltas: dict[str, np.ndarray], first: np.ndarray, last: np.ndarray) -> None:
         """Add per-contact ``deltas`` (of ``counts``; ±1/0) to their groups; groups left
@@ -222,7 +222,7 @@ class ScanDetector:
             log.warning(
                 "scan detector: more than %d contacts within the scan period; %d forgotten early so far"
                 " (scans spread over more time than the newest %d contacts cover go unseen);"
-                " raise detect.max_scan_contacts if memory allows (~120 bytes a contact at most)",
+                " raise detect.max_scan_contacts if memory allows (98 bytes a contact at most)",
                 self.max_contacts, self.evicted, self.max_contacts,
             )
 
