@@ -141,7 +141,7 @@ class WorkerSettings(_Section):
         " ~0.5 MB)",
     )
     poll_frames: int = Field(
-        500, ge=1,
+        64, ge=1,
         description="frames one poll of the Kafka client hands over at most; they wait, whole, to enter the"
         " stream buffer; the Kafka client fetches again once its last fetch is handed over (or 0.1 s later)",
     )
