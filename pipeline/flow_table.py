@@ -6,15 +6,15 @@ counters. The table is laid out like a CPython dict: flows are dense rows, appen
 arrival order, found through a sparse index of row numbers (open addressing, linear
 probing, power-of-two size, at most half full). A row holds the key and the counters side
 by side (9 words: the key's six, packets and TCP flags in one, bytes, and the first and last
-packet's Unix second in one — records carry seconds): with a million open flows every lookup
-misses the CPU caches, and one row costs one or two cache-line loads where separate counter
-arrays cost five more. Memory is about 72 bytes per open flow plus 8–16 bytes of index — it
-grows with flows, not packets — and no Python runs per packet or per flow. The kernel hashes a frame's packets
-first, then, while it counts packet i, already reads the index slot of packet i + 16 and
-the row of packet i + 8: the CPU waits for several cache misses at once instead of one
-after the other (10 M packets in 8192-packet frames: at a million open flows 225 → 129–149
-ns per packet, at 100 k 98 → 64; with a table that fits in the caches the extra pass costs
-36 → 55 ns).
+packet's Unix second in one — records carry seconds): with a million open flows every
+lookup misses the CPU caches, and one row costs one or two cache-line loads where separate
+counter arrays cost five more. Memory is about 72 bytes per open flow plus 8–16 bytes of
+index — it grows with flows, not packets — and no Python runs per packet or per flow. The
+kernel hashes a frame's packets first, then, while it counts packet i, already reads the
+index slot of packet i + 16 and the row of packet i + 8: the CPU waits for several cache
+misses at once instead of one after the other (10 M packets in 8192-packet frames, with
+88-byte rows: at a million open flows 225 → 129–149 ns per packet, at 100 k 98 → 64; with a
+table that fits in the caches the extra pass costs 36 → 55 ns).
 
 A close copies the flows of the windows it closes out of the table once, ordered by key
 hash (exact lexicographic key order among equal hashes), so the same set of flows always
