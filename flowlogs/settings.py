@@ -149,6 +149,11 @@ class WorkerSettings(_Section):
         16, ge=1, le=1024,
         description="what one Kafka fetch asks for per partition (MB, compressed)",
     )
+    fetch_wait_ms: int = Field(
+        100, ge=1, le=1500,
+        description="how long the broker may hold a Kafka fetch for partitions with nothing new; the worker fetches"
+        " one request at a time per broker, so its other partitions wait that long (pipeline/frames_consumer.py)",
+    )
     malloc_arenas: int = Field(
         2, ge=0,
         description="glibc malloc arenas of the worker and its producer process (0: glibc's default, 8 per core);"

@@ -27,6 +27,7 @@ from pipeline import management_api, store_client
 from pipeline.api_auth import ApiGuard
 from pipeline.export import parse_time
 from pipeline.metrics import CONTENT_TYPE, Readiness, WorkerMetrics
+from pipeline.frames_consumer import bound_fetch_wait
 from pipeline.query import Reader
 from pipeline.reports import REPORTS, run_report
 from pipeline.results import ResultSets
@@ -100,6 +101,7 @@ def create_app(
         datadir=str(settings.home / "faust"),
         **extra,
     )
+    bound_fetch_wait(app, cfg.fetch_wait_ms)
     frames_topic = settings.topic(topics.FRAMES.suffix)
     frames = app.topic(frames_topic, value_serializer="raw", key_serializer="raw")
     worker.bind_consumer(
