@@ -1,12 +1,17 @@
 """Worker benchmark: throughput at 100 k and 1 M flows per window, peak memory, and latency.
 
-One run, three phases, each with its own topics, consumer group, chDB store and worker
+One run, four phases, each with its own topics, consumer group, chDB store and worker
 process (`flowlogs worker`, started by WorkerProcess) on one shared local broker:
 
-1. Throughput, --flows[0] (100 k) distinct flows per window, and
-2. throughput, --flows[1] (1 M) distinct flows per window. Frames modelling a live link
-   (--rate packets/s of capture time, uniform flow popularity so nearly every flow appears
-   in every window, --window seconds per window) are pre-loaded into Kafka before the
+1. Throughput, --flows[0] (100 k) distinct flows per --window (5 s, the shortest a flow log
+   may ask for) and --packets packets,
+2. the same with --flows[1] (1 M) distinct flows per window, and
+3. throughput, --default-window-flows (1 M) distinct flows per window of the default length
+   (60 s) and one whole window of packets at --rate (120 M). The window length sets the
+   flow records a packet rate makes: at 2 M packets/s and 1 M flows a window, 200 k records/s
+   with 5 s windows (10 packets a flow), 17 k/s with 60 s windows (120 packets a flow).
+   Frames modelling a live link (--rate packets/s of capture time, uniform flow popularity
+   so nearly every flow appears in every window) are pre-loaded into Kafka before the
    worker starts, so what is timed is the worker alone. Two rates per phase:
    ``packets_per_second_read`` (first frame read → last frame read; writes of the windows
    that close on the way are included, since the consumer waits for them) and
@@ -14,10 +19,10 @@ process (`flowlogs worker`, started by WorkerProcess) on one shared local broker
    also includes the final windows, which — no newer traffic coming — close only after
    ``idle_close_seconds``). Each phase checks itself against the store: stored packets
    equal packets sent, no flow row repeated.
-   Phase 2 also gives the worker's peak memory: VmHWM of the worker process (chDB, the
-   Kafka consumer and the windows live in it) plus the VmHWM of its child process (the
-   flows-topic producer), summed.
-3. Latency: a worker consuming live, paced traffic (--latency-rate packets/s, capture time =
+   The 1 M phases also give the worker's peak memory (the higher of the two): VmHWM of the
+   worker process (chDB, the Kafka consumer and the windows live in it) plus the VmHWM of
+   its child process (the flows-topic producer), summed.
+4. Latency: a worker consuming live, paced traffic (--latency-rate packets/s, capture time =
    wall clock, Zipf flow popularity as the synthetic agent's default) for --latency-seconds,
    while the store is polled every --poll seconds for each (window, ENI)'s rows. Per
    (window, ENI): queryable = time the poll that first returned its rows came back;
@@ -31,7 +36,8 @@ Prints progress on stderr and a final JSON line on stdout. Its top-level fields 
 ``packets`` to ``late_packets`` are those of the first throughput phase (as before).
 
     python bench/worker.py [--packets 30000000] [--rate 2000000] [--flows 100000 1000000]
-        [--window 5] [--latency-rate 200000] [--latency-seconds 90] [--latency-window 10]
+        [--window 5] [--default-window-flows 1000000] [--latency-rate 200000]
+        [--latency-seconds 90] [--latency-window 10]
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
@@ -58,12 +64,13 @@ from agents.synthetic import SyntheticConfig, SyntheticTraffic, synthetic_invent
 from bench import verdicts as verdicts_bench  # noqa: E402
 from bench._common import broker, fresh_settings, machine  # noqa: E402
 from flowlogs.kafka import client_config, ensure_topics  # noqa: E402
-from flowlogs.settings import Settings  # noqa: E402
+from flowlogs.settings import Settings, WorkerSettings  # noqa: E402
 from pipeline.process import WorkerProcess  # noqa: E402
 from schemas import topics  # noqa: E402
 
 ENIS = 16
 SEED = 42
+DEFAULT_WINDOW = WorkerSettings.model_fields["window_seconds"].default  # what a flow log gets unless it asks otherwise
 # How often /stats is asked while the worker reads and writes. At 20 times a second the HTTP
 # handling took 13.5 % of the worker's main thread (py-spy, 100 k flows per window): time a
 # deployed worker does not spend.
@@ -192,13 +199,21 @@ def wait_until_written(worker: WorkerProcess, timeout: float, on_poll: Any = Non
     raise SystemExit(f"the worker did not write everything within {timeout:.0f} s: {worker.stats()}")
 
 
-# -- phases 1 and 2: throughput on a pre-loaded backlog ----------------------------------
-def preload(settings: Settings, flows: int, args: argparse.Namespace) -> tuple[int, float]:
-    """Publish --packets packets of --rate capture time, ending two minutes ago; (sent, seconds)."""
-    duration = args.packets / args.rate
-    start_ns = (int(time.time()) // args.window * args.window - int(duration) - 120) * 1_000_000_000
+# -- phases 1 to 3: throughput on a pre-loaded backlog -----------------------------------
+class Phase(NamedTuple):
+    """One throughput phase: distinct flows per window, window seconds, packets pre-loaded."""
+
+    flows: int
+    window: int
+    packets: int
+
+
+def preload(settings: Settings, phase: Phase, args: argparse.Namespace) -> tuple[int, float]:
+    """Publish the phase's packets at --rate of capture time, ending two minutes ago; (sent, seconds)."""
+    duration = phase.packets / args.rate
+    start_ns = (int(time.time()) // phase.window * phase.window - int(duration) - 120) * 1_000_000_000
     config = SyntheticConfig(
-        enis=ENIS, flows=flows, rate=args.rate, duration=duration,
+        enis=ENIS, flows=phase.flows, rate=args.rate, duration=duration,
         pace=False, start_ns=start_ns, zipf=0.0, seed=SEED,
     )
     publisher = FramePublisher(settings)
@@ -250,13 +265,13 @@ def verdict_files(home: Path, seed: int) -> dict[str, str]:
     return {"rules": str(home / "rules.json"), "inventory": str(home / "inventory.yaml")}
 
 
-def throughput_phase(bootstrap: str, home: Path, flows: int, args: argparse.Namespace) -> dict[str, Any]:
-    log(f"throughput phase: {flows:,} flows per {args.window} s window")
+def throughput_phase(bootstrap: str, home: Path, phase: Phase, args: argparse.Namespace) -> dict[str, Any]:
+    log(f"throughput phase: {phase.flows:,} flows per {phase.window} s window, {phase.packets:,} packets")
     verdicts = {} if args.no_rules else verdict_files(home, SEED)
-    settings = fresh_settings(bootstrap, home, window_seconds=args.window, idle_close_seconds=2.0, **verdicts)
+    settings = fresh_settings(bootstrap, home, window_seconds=phase.window, idle_close_seconds=2.0, **verdicts)
     ensure_topics(settings)
-    sent, preload_s = preload(settings, flows, args)
-    duration = args.packets / args.rate
+    sent, preload_s = preload(settings, phase, args)
+    duration = phase.packets / args.rate
 
     worker = WorkerProcess(settings).start()
     log(f"  worker pid {worker.pid} (py-spy record --pid {worker.pid} to profile it)")
@@ -304,12 +319,12 @@ def throughput_phase(bootstrap: str, home: Path, flows: int, args: argparse.Name
         worker.stop()
     records, stored_packets, distinct = (int(v) for v in rows[0])
     rejected, rule_set_version = (int(v) for v in verdict_rows[0])
-    windows = max(1, round(duration / args.window))
+    windows = max(1, round(duration / phase.window))
     result = {
-        "flows_requested": flows,
+        "flows_requested": phase.flows,
         "packets": sent,
         "capture_rate": args.rate,
-        "window_seconds": args.window,
+        "window_seconds": phase.window,
         "flows_per_window": round(records / windows),
         "preload_seconds": round(preload_s, 1),
         "packets_per_second_read": round(sent / (done - first)),
@@ -344,7 +359,7 @@ def throughput_phase(bootstrap: str, home: Path, flows: int, args: argparse.Name
     return result
 
 
-# -- phase 3: latency on live, paced traffic ---------------------------------------------
+# -- phase 4: latency on live, paced traffic ---------------------------------------------
 BIN_NS = 100_000_000  # capture times are counted in 100 ms bins per (window, ENI)
 
 
@@ -577,7 +592,11 @@ def main() -> None:
     p.add_argument("--packets", type=int, default=30_000_000, help="pre-loaded packets per throughput phase")
     p.add_argument("--rate", type=float, default=2_000_000, help="capture-time packets per second (throughput)")
     p.add_argument("--flows", type=int, nargs="+", default=[100_000, 1_000_000], help="distinct flows per window, one phase each")
-    p.add_argument("--window", type=int, default=5, help="window seconds (throughput)")
+    p.add_argument("--window", type=int, default=5, help="window seconds of the --flows phases")
+    p.add_argument(
+        "--default-window-flows", type=int, default=1_000_000,
+        help=f"distinct flows of a last phase at the default window ({DEFAULT_WINDOW} s, --rate x that many packets); 0: none",
+    )
     p.add_argument("--latency-rate", type=float, default=200_000, help="paced packets per second")
     p.add_argument("--latency-seconds", type=float, default=90)
     p.add_argument("--latency-window", type=int, default=10)
@@ -590,11 +609,19 @@ def main() -> None:
     load_start = load_average()
     with tempfile.TemporaryDirectory(prefix="flowlogs-bench-") as tmp, broker(Path(tmp)) as bootstrap:
         root = Path(tmp)
-        phases = [throughput_phase(bootstrap, root / f"flows-{f}", f, args) for f in args.flows]
+        plan = [Phase(f, args.window, args.packets) for f in args.flows]
+        if args.default_window_flows:
+            # One whole window at the capture rate: as many packets per flow as a user's default window holds.
+            plan.append(Phase(args.default_window_flows, DEFAULT_WINDOW, int(args.rate * DEFAULT_WINDOW)))
+        phases = [
+            throughput_phase(bootstrap, root / f"flows-{phase.flows}-window-{phase.window}", phase, args) for phase in plan
+        ]
         latency = None if args.skip_latency else latency_phase(bootstrap, root / "latency", args)
 
     first = phases[0]
-    biggest = max(phases, key=lambda r: r["flows_per_window"])
+    # Peak memory at the most flows per window: the phase of those with the highest peak.
+    most = max(r["flows_requested"] for r in phases)
+    biggest = max((r for r in phases if r["flows_requested"] == most), key=lambda r: r["peak_rss_mb"])
     result = {
         "bench": "worker",
         # the first throughput phase, under the field names of earlier versions
@@ -603,7 +630,7 @@ def main() -> None:
         **{k: first[k] for k in ("read_seconds", "seconds_until_all_rows_stored", "flow_rows", "stored_packets_equal_sent",
                                  "rows_unique", "write_failures", "late_packets")},
         "throughput": [
-            {k: r[k] for k in ("flows_per_window", "packets_per_second_read", "packets_per_second_until_stored",
+            {k: r[k] for k in ("flows_per_window", "window_seconds", "packets", "packets_per_second_read", "packets_per_second_until_stored",
                                "read_seconds", "seconds_until_all_rows_stored", "stored_packets_equal_sent", "rows_unique",
                                "rule_set_version_stored", "rejected_rows", "worker_cpu_cores", "machine_cpu_busy", "load_average_after_read")}
             for r in phases
@@ -615,6 +642,7 @@ def main() -> None:
         "throughput_target": 2_000_000,
         "peak_rss_mb": biggest["peak_rss_mb"],
         "peak_rss_flows_per_window": biggest["flows_per_window"],
+        "peak_rss_window_seconds": biggest["window_seconds"],
         "peak_rss_definition": (
             f"VmHWM of the worker process ({biggest['worker_process']['pid_command']}) plus the VmHWM of each of"
             f" its {biggest['worker_process']['child_processes_after']} child processes (the flows-topic producer),"
