@@ -35,9 +35,13 @@ process (`flowlogs worker`, started by WorkerProcess) on one shared local broker
 Prints progress on stderr and a final JSON line on stdout. Its top-level fields from
 ``packets`` to ``late_packets`` are those of the first throughput phase (as before).
 
+The throughput phases' records go to both destinations, the store and the flows topic, as a
+fresh install sends them; ``--destinations store`` runs them with a flow log that sends them
+to the store only (bench/record_cost.py prices each destination per record).
+
     python bench/worker.py [--packets 30000000] [--rate 2000000] [--flows 100000 1000000]
         [--window 5] [--default-window-flows 1000000] [--latency-rate 200000]
-        [--latency-seconds 90] [--latency-window 10]
+        [--latency-seconds 90] [--latency-window 10] [--destinations store topic]
 """
 
 from __future__ import annotations
@@ -65,8 +69,10 @@ from bench import verdicts as verdicts_bench  # noqa: E402
 from bench._common import broker, fresh_settings, machine  # noqa: E402
 from flowlogs.kafka import client_config, ensure_topics  # noqa: E402
 from flowlogs.settings import Settings, WorkerSettings  # noqa: E402
+from pipeline import flow_log_registry  # noqa: E402
 from pipeline.process import WorkerProcess  # noqa: E402
 from schemas import topics  # noqa: E402
+from schemas.flow_logs import DESTINATIONS, FlowLog, FlowLogChange  # noqa: E402
 
 ENIS = 16
 SEED = 42
@@ -270,6 +276,10 @@ def throughput_phase(bootstrap: str, home: Path, phase: Phase, args: argparse.Na
     verdicts = {} if args.no_rules else verdict_files(home, SEED)
     settings = fresh_settings(bootstrap, home, window_seconds=phase.window, idle_close_seconds=2.0, **verdicts)
     ensure_topics(settings)
+    if set(args.destinations) != set(DESTINATIONS):
+        # Read by the worker before its first frame: one flow log over everything, as asked.
+        change = FlowLogChange(name="bench", destinations=tuple(args.destinations))
+        flow_log_registry.put(settings, FlowLog.create(change, window_seconds=phase.window))
     sent, preload_s = preload(settings, phase, args)
     duration = phase.packets / args.rate
 
@@ -341,6 +351,7 @@ def throughput_phase(bootstrap: str, home: Path, phase: Phase, args: argparse.Na
         "rule_set_version_stored": rule_set_version,
         "rejected_rows": rejected,
         "rule_set": "none" if args.no_rules else "bench/verdicts.py generator: 30 groups x 200 policies per direction, 3 per ENI, 50-entry ACLs",
+        "destinations": list(args.destinations),
         "peak_rss_mb": round((memory["VmHWM"] + child_hwm_kb) / 1024),
         "worker_process_peak_rss_mb": round(memory["VmHWM"] / 1024),
         "child_processes_peak_rss_mb": round(child_hwm_kb / 1024),
@@ -604,6 +615,11 @@ def main() -> None:
     p.add_argument("--poll", type=float, default=0.5, help="store poll interval (latency)")
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--no-rules", action="store_true", help="throughput without a rule set (every verdict the empty one)")
+    p.add_argument(
+        "--destinations", nargs="+", choices=DESTINATIONS, default=list(DESTINATIONS),
+        help="where the throughput phases' records go (default both: no flow log, the implicit one); `store` alone"
+        " leaves the flows topic out, as a flow log created with that destination does",
+    )
     args = p.parse_args()
 
     load_start = load_average()
@@ -632,7 +648,8 @@ def main() -> None:
         "throughput": [
             {k: r[k] for k in ("flows_per_window", "window_seconds", "packets", "packets_per_second_read", "packets_per_second_until_stored",
                                "read_seconds", "seconds_until_all_rows_stored", "stored_packets_equal_sent", "rows_unique",
-                               "rule_set_version_stored", "rejected_rows", "worker_cpu_cores", "machine_cpu_busy", "load_average_after_read")}
+                               "rule_set_version_stored", "rejected_rows", "destinations", "worker_cpu_cores", "machine_cpu_busy",
+                               "load_average_after_read")}
             for r in phases
         ],
         "throughput_definition": (

@@ -48,6 +48,12 @@ class FlowTopicSink:
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The producer process's pid while it runs (it starts on the first write)."""
+        process = self._process
+        return process.pid if process is not None and process.is_alive() else None
+
     def _start(self) -> Connection:
         if self._conn is not None and self._process is not None and self._process.is_alive():
             return self._conn
