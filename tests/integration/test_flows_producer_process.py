@@ -98,7 +98,7 @@ def test_a_killed_producer_process_is_replaced_and_loses_no_confirmed_record(set
 
         writer = threading.Thread(target=write_big)
         writer.start()
-        time.sleep(0.3)
+        time.sleep(0.1)  # the write has begun; rendering and producing 300 k records takes seconds
         assert writer.is_alive(), "the 300 k-record write ended before the kill: make it bigger"
         during = sink.pid
         assert during is not None
