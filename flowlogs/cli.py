@@ -284,7 +284,7 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     inventory = load_inventory(inventory_path) if inventory_path else Inventory()
     rules = load_rules(args.rules)
     with open_reader(settings) as read:
-        report = what_if(read, rules, inventory, since, until, examples=args.top)
+        report = what_if(read, rules, inventory, since, until, examples=args.top, page_rows=settings.export.page_rows)
     if args.format == "json":
         print(json.dumps(report.as_dict(), default=str))
         return 0

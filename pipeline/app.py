@@ -283,7 +283,7 @@ def create_app(
                 rules = parse_rules(body["rules"], "the request's rules")
                 report = await asyncio.to_thread(
                     what_if, _read_only(store), rules, worker.rulebook.inventory, since, until,
-                    examples=int(body.get("top", 20)),
+                    examples=int(body.get("top", 20)), page_rows=settings.export.page_rows,
                 )
             except FlowLogsError as exc:
                 return self.json({"error": str(exc)}, status=400)
