@@ -1,11 +1,15 @@
 """Verdicts end to end (real Kafka, workers, chDB): a rule set published while traffic flows
 changes verdicts within seconds; every stored record's verdict is what the reference
 evaluator says for the rule-set version the record names; a REJECT-only flow log stores
-only rejects; what-if over the stored flows reports exactly the reference's changes."""
+only rejects; what-if over the stored flows reports exactly the reference's changes, through the
+worker's API and through `flowlogs whatif` reading the worker's store in small pages."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import Counter
@@ -152,6 +156,21 @@ def test_rule_change_while_traffic_flows(settings_factory, worker_factory, tmp_p
                    for c in report["changes"]})
     assert got == expected and report["changed_flows"] == sum(expected.values()) > 0
     assert report["flows"] == len(rows)
+
+    # The same from the command line: it reads through the worker's API, 97 records a page.
+    rules_path = tmp_path / "open-rules.json"
+    rules_path.write_text(json.dumps(open_rules(eni_ids)))
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLOGS_")}
+    environment.update(FLOWLOGS_HOME=str(settings.home), FLOWLOGS_EXPORT__PAGE_ROWS="97")
+    out = subprocess.run(
+        [sys.executable, "-m", "flowlogs.cli", "whatif", "--rules", str(rules_path), "--since", "1970-01-01",
+         "--inventory", str(inventory_path), "--format", "json"],
+        env=environment, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    from_cli = json.loads(out.stdout)
+    assert from_cli["changes"] == report["changes"] and from_cli["flows"] == report["flows"]
+    assert [e["bytes"] for e in from_cli["examples"]] == [e["bytes"] for e in report["examples"]]
 
 
 def query_what_if(api: str, rules: dict, since: str) -> dict:
