@@ -3,8 +3,10 @@
 Reads go through :func:`pipeline.query.open_reader` (the worker's API while a worker owns
 the embedded chDB, else the store itself) in pages planned from per-window row counts:
 runs of whole windows up to ``export.page_rows`` rows, and a window that alone holds more
-in LIMIT/OFFSET slices of its own. Neither this process nor the worker ever holds more
-than one page. Records are written in (window-start, interface-id, flow-id) order.
+in slices of its own, each the next ``export.page_rows`` rows after the last one read (in
+(interface-id, flow-id) order: a slice costs the same however far into the window it is,
+where an OFFSET costs more with every slice). Neither this process nor the worker ever holds
+more than one page. Records are written in (window-start, interface-id, flow-id) order.
 
 A window is exported when its ``window-start`` lies in [since, until). The export reads
 what is stored while it runs: rows of a window the worker is still writing may be missed,
@@ -166,11 +168,15 @@ def window_rows_sql(scope: ExportRange) -> str:
     )
 
 
-def page_sql(scope: ExportRange, page: Page) -> str:
+def page_sql(scope: ExportRange, page: Page, after: tuple[str, int] | None = None) -> str:
+    """The page's records; for a slice of a window, those after ``after`` (the (interface-id,
+    flow-id) of the previous slice's last record; None for the first slice)."""
     query = f"SELECT {_SELECT} FROM {scope.table} WHERE {scope.where(page.first, page.last)}"
     if page.limit is None:
         return query + " ORDER BY window_start, interface_id, flow_id"
-    return query + f" ORDER BY interface_id, flow_id LIMIT {page.limit} OFFSET {page.offset}"
+    if after is not None:
+        query += f" AND (interface_id, flow_id) > ({sql_string(after[0])}, {int(after[1])})"
+    return query + f" ORDER BY interface_id, flow_id LIMIT {page.limit}"
 
 
 # --- writing ---------------------------------------------------------------------------
@@ -337,8 +343,11 @@ def export_records(
     summary = ExportSummary()
     if progress:
         progress(0, expected)
+    after: tuple[str, int] | None = None  # where the slices of a big window have got to
     for page in plan_pages(((int(w), int(c)) for w, c in counts), page_rows):
-        _, rows = read(page_sql(scope, page))
+        _, rows = read(page_sql(scope, page, after if page.offset else None))
+        if page.limit is not None and rows:
+            after = (str(rows[-1][_INDEX["interface-id"]]), int(rows[-1][_INDEX["flow-id"]]))
         writer.write(rows)
         summary.add(rows)
         if progress:
