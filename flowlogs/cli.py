@@ -270,6 +270,8 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_whatif(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from pipeline.export import parse_time
     from pipeline.query import open_reader
     from pipeline.whatif import what_if
@@ -283,8 +285,15 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     inventory_path = args.inventory or settings.worker.inventory
     inventory = load_inventory(inventory_path) if inventory_path else Inventory()
     rules = load_rules(args.rules)
-    with open_reader(settings) as read:
-        report = what_if(read, rules, inventory, since, until, examples=args.top, page_rows=settings.export.page_rows)
+    with open_reader(settings) as read, Progress(
+        TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TextColumn("stored records"), TimeElapsedColumn(),
+        console=console, disable=not console.is_terminal, transient=True,
+    ) as bar:
+        task = bar.add_task("whatif", total=None)
+        report = what_if(
+            read, rules, inventory, since, until, examples=args.top, page_rows=settings.export.page_rows,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     if args.format == "json":
         print(json.dumps(report.as_dict(), default=str))
         return 0

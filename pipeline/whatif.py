@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.detect.batch import address_text
-from pipeline.export import ExportRange, Page, plan_pages, window_rows_sql
+from pipeline.export import ExportRange, Page, Progress, plan_pages
 from pipeline.query import Reader
 from pipeline.verdicts import VerdictEvaluator
 from schemas import flow_record
@@ -78,11 +78,21 @@ def _codes(values: tuple[Any, ...], index: dict[str, int]) -> np.ndarray:
     return np.fromiter((index.setdefault(str(v), len(index)) for v in values), np.int64, len(values))
 
 
-def _pages(read: Reader, scope: ExportRange, page_rows: int) -> Iterator[list[list[Any]]]:
-    _, counts = read(window_rows_sql(scope))
+def _pages(read: Reader, scope: ExportRange, page_rows: int, progress: Progress | None) -> Iterator[list[list[Any]]]:
+    _, counts = read(
+        f"SELECT toUnixTimestamp(window_start), count() FROM {scope.table} WHERE {scope.where()} AND {_TRAFFIC}"
+        " GROUP BY window_start ORDER BY window_start"
+    )
     rows_of = {int(w): int(n) for w, n in counts}
+    expected, done = sum(rows_of.values()), 0
+    if progress:
+        progress(0, expected)
     for page in plan_pages(rows_of.items(), page_rows):
-        yield read(_page_sql(scope, page, rows_of[page.first]))[1]
+        rows = read(_page_sql(scope, page, rows_of[page.first]))[1]
+        yield rows
+        done += len(rows)
+        if progress:
+            progress(done, max(done, expected))
 
 
 def _page_sql(scope: ExportRange, page: Page, window_rows: int) -> str:
@@ -161,10 +171,11 @@ class _Tally:
 
 def what_if(
     read: Reader, rules: RuleSet, inventory: Inventory, since: int, until: int, *, examples: int = 20,
-    page_rows: int = 50_000,
+    page_rows: int = 50_000, progress: Progress | None = None,
 ) -> WhatIfReport:
     """Changes ``rules`` would make to the verdicts of the flows stored for windows in
-    [since, until), read ``page_rows`` records at a time at most."""
+    [since, until), read ``page_rows`` records at a time at most; ``progress`` is told
+    (records read, records stored in the period) after each page."""
     scope = ExportRange(since=int(since), until=int(until))
     tally = _Tally(WhatIfReport(since, until, rules.version), examples)
     _, enis = read(f"SELECT DISTINCT interface_id FROM {scope.table} WHERE {scope.where()} AND {_TRAFFIC}")
@@ -174,7 +185,7 @@ def what_if(
     eni_index = {e: i for i, e in enumerate(eni_ids)}
     evaluator = VerdictEvaluator.compile(rules, inventory, eni_ids)  # follows eni_ids as it grows
     rule_index = {r: i for i, r in enumerate(evaluator.rule_ids)}  # stored rule ids numbered alike; others appended
-    for rows in _pages(read, scope, page_rows):
+    for rows in _pages(read, scope, page_rows, progress):
         if not rows:
             continue
         col = list(zip(*rows))

@@ -74,10 +74,14 @@ def test_what_if_judges_every_stored_flow_once_whatever_the_page_size(tmp_path: 
             columns, rows = store.query_readonly(sql)
             return columns, [list(r) for r in rows]
 
-        reports = {
-            page_rows: what_if(read, rules, traffic.inventory, start, start + 3600, examples=5, page_rows=page_rows)
-            for page_rows in (10**9, 900, 37)  # one page; pages of whole windows; flow-id slices of every window
-        }
+        told: dict[int, list[tuple[int, int]]] = {}
+        reports = {}
+        for page_rows in (10**9, 900, 37):  # one page; pages of whole windows; flow-id slices of every window
+            progress = told.setdefault(page_rows, [])
+            reports[page_rows] = what_if(
+                read, rules, traffic.inventory, start, start + 3600, examples=5, page_rows=page_rows,
+                progress=lambda done, total, progress=progress: progress.append((done, total)),
+            )
     finally:
         store.stop()
 
@@ -93,6 +97,11 @@ def test_what_if_judges_every_stored_flow_once_whatever_the_page_size(tmp_path: 
         assert [e["bytes"] for e in report.examples] == biggest, page_rows
         assert all(e["new-rule-id"] != "-" or e["new-action"] != "ACCEPT" for e in report.examples)
     assert reports[37].as_dict() == reports[10**9].as_dict() or _same_but_ties(reports[37], reports[10**9])
+    rows = len(cols["eni"])
+    for page_rows, progress in told.items():  # (records read, records stored) from the start to the end, page by page
+        assert progress[0] == (0, rows) and progress[-1] == (rows, rows), page_rows
+        assert [d for d, _ in progress] == sorted(d for d, _ in progress), page_rows
+        assert len(progress) >= rows // page_rows, page_rows
 
 
 def _same_but_ties(a, b) -> bool:
