@@ -198,7 +198,9 @@ class ExportSettings(_Section):
     account_id: str | None = Field(
         None, pattern=r"^\S+$", description="account-id written in tencent/aws exports (no spaces); unset = '-'"
     )
-    page_rows: int = Field(50_000, ge=1, description="flow rows read from the store per query while exporting")
+    page_rows: int = Field(
+        50_000, ge=1, description="flow rows read from the store per query by an export or a what-if (memory per page)"
+    )
 
 
 class ScanSettings(_Section):
