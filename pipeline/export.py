@@ -161,9 +161,11 @@ def plan_pages(window_rows: Iterable[tuple[int, int]], page_rows: int) -> Iterat
         yield Page(first, last)
 
 
-def window_rows_sql(scope: ExportRange) -> str:
+def window_rows_sql(scope: ExportRange, condition: str | None = None) -> str:
+    """(window-start, rows) of each window of ``scope``, counting the rows ``condition`` keeps."""
+    where = scope.where() + (f" AND {condition}" if condition else "")
     return (
-        f"SELECT toUnixTimestamp(window_start), count() FROM {scope.table} WHERE {scope.where()}"
+        f"SELECT toUnixTimestamp(window_start), count() FROM {scope.table} WHERE {where}"
         " GROUP BY window_start ORDER BY window_start"
     )
 

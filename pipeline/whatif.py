@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.detect.batch import address_text
-from pipeline.export import ExportRange, Page, Progress, plan_pages
+from pipeline.export import ExportRange, Page, Progress, plan_pages, window_rows_sql
 from pipeline.query import Reader
 from pipeline.verdicts import VerdictEvaluator
 from schemas import flow_record
@@ -36,6 +36,7 @@ _COLUMNS = (
     " toInt8(action), rule_id, rule_set_version, packets, bytes, toUnixTimestamp(window_start)"
 )
 _TRAFFIC = "log_status IN ('OK', 'LATE')"  # NODATA/SKIPDATA rows carry no flow to judge
+_GROUP_KEY = ("eni", "old_action", "old_rule", "new_action", "new_rule")  # a change's identity
 _ENI, _SRC, _DST, _SPORT, _DPORT, _PROTO, _FLAGS, _DIRECTION, _ACTION, _RULE, _VERSION, _PACKETS, _BYTES, _WINDOW = range(14)
 
 
@@ -79,10 +80,7 @@ def _codes(values: tuple[Any, ...], index: dict[str, int]) -> np.ndarray:
 
 
 def _pages(read: Reader, scope: ExportRange, page_rows: int, progress: Progress | None) -> Iterator[list[list[Any]]]:
-    _, counts = read(
-        f"SELECT toUnixTimestamp(window_start), count() FROM {scope.table} WHERE {scope.where()} AND {_TRAFFIC}"
-        " GROUP BY window_start ORDER BY window_start"
-    )
+    _, counts = read(window_rows_sql(scope, _TRAFFIC))
     rows_of = {int(w): int(n) for w, n in counts}
     expected, done = sum(rows_of.values()), 0
     if progress:
@@ -133,19 +131,20 @@ class _Tally:
         nbytes = np.array(col[_BYTES], np.uint64)[changed]
         # One number per (ENI, action, rule → action, rule), grouped by sorting.
         key = page["eni"][changed]
-        for part, size in (("old_action", 3), ("old_rule", rule_codes), ("new_action", 3), ("new_rule", rule_codes)):
+        for part, size in zip(_GROUP_KEY[1:], (3, rule_codes, 3, rule_codes)):
             key = key * size + page[part][changed]
         order = np.argsort(key, kind="stable")
         starts = np.flatnonzero(np.r_[True, key[order][1:] != key[order][:-1]])
         flows = np.diff(np.r_[starts, key.size])
         packet_sums, byte_sums = np.add.reduceat(packets[order], starts), np.add.reduceat(nbytes[order], starts)
         for k, i in enumerate(changed[order[starts]].tolist()):
-            group = tuple(int(page[name][i]) for name in ("eni", "old_action", "old_rule", "new_action", "new_rule"))
-            change = self.grouped.get(group)  # type: ignore[arg-type]
+            eni, action, rule, new_action_code, new_rule_code = (int(page[name][i]) for name in _GROUP_KEY)
+            group = (eni, action, rule, new_action_code, new_rule_code)
+            change = self.grouped.get(group)
             if change is None:
-                change = self.grouped[group] = Change(  # type: ignore[index]
-                    str(col[_ENI][i]), flow_record.ACTIONS[group[1] - 1], str(col[_RULE][i]),
-                    flow_record.ACTIONS[group[3] - 1], rule_ids[group[4]],
+                change = self.grouped[group] = Change(
+                    str(col[_ENI][i]), flow_record.ACTIONS[action - 1], str(col[_RULE][i]),
+                    flow_record.ACTIONS[new_action_code - 1], rule_ids[new_rule_code],
                 )
             change.flows += int(flows[k])
             change.packets += int(packet_sums[k])
